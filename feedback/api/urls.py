@@ -1,0 +1,7 @@
+from rest_framework.routers import DefaultRouter
+
+app_name = "feedback-api"
+
+router = DefaultRouter()
+
+urlpatterns = router.urls

@@ -1,0 +1,1 @@
+"""Feedback events, ingest batches, sources, reports, hourly rollups, alerts."""

@@ -1,0 +1,99 @@
+"""Every read of the registry that a page, endpoint or other app needs; N+1-free."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Prefetch, Q, QuerySet
+from django.utils import timezone
+
+from .exceptions import NotFound
+from .models import (
+    AliasAssignment,
+    Application,
+    AuditEvent,
+    Deployment,
+    ModelAlias,
+    ModelVersion,
+    RegisteredModel,
+    Replica,
+    Rollout,
+    TrafficAllocation,
+)
+
+
+def in_force_at(at: datetime) -> Q:
+    """Allocation rows valid at instant `at`."""
+    return Q(valid_from__lte=at) & (Q(valid_to__isnull=True) | Q(valid_to__gt=at))
+
+
+def current_allocations() -> QuerySet[TrafficAllocation]:
+    return TrafficAllocation.objects.filter(valid_to__isnull=True).select_related(
+        "model_version__registered_model"
+    )
+
+
+def allocations_at(*, deployment_ids: list[int], at: datetime) -> QuerySet[TrafficAllocation]:
+    """The split in force at a past instant, for attribution and history."""
+    return TrafficAllocation.objects.filter(in_force_at(at), deployment_id__in=deployment_ids)
+
+
+def application_list() -> QuerySet[Application]:
+    return Application.objects.all()
+
+
+def registered_model_list() -> QuerySet[RegisteredModel]:
+    aliases = ModelAlias.objects.select_related("version").order_by("name")
+    return RegisteredModel.objects.prefetch_related(
+        Prefetch("aliases", queryset=aliases, to_attr="alias_list")
+    )
+
+
+def model_version_list() -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.select_related("registered_model")
+
+
+def get_model_version(*, model_name: str, version: int) -> ModelVersion:
+    """One version by model name and number, or NotFound."""
+    mv = model_version_list().filter(registered_model__name=model_name, version=version).first()
+    if mv is None:
+        raise NotFound(f"no version {version} of model {model_name!r}", field="version")
+    return mv
+
+
+def deployment_list() -> QuerySet[Deployment]:
+    return Deployment.objects.select_related("application").prefetch_related(
+        Prefetch("allocations", queryset=current_allocations(), to_attr="current_allocations")
+    )
+
+
+def replica_list() -> QuerySet[Replica]:
+    return Replica.objects.select_related(
+        "deployment__application", "reported_version__registered_model"
+    )
+
+
+def audit_event_list() -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.select_related("application")
+
+
+def active_rollouts() -> QuerySet[Rollout]:
+    return Rollout.objects.filter(state__in=Rollout.ACTIVE_STATES).select_related(
+        "baseline_version__registered_model", "candidate_version__registered_model"
+    )
+
+
+def alias_version_at(
+    *, registered_model: RegisteredModel, name: str, at: datetime | None = None
+) -> ModelVersion | None:
+    """Which version alias `name` pointed at, at instant `at` (now by default)."""
+    at = at or timezone.now()
+    row = (
+        AliasAssignment.objects.filter(
+            alias__registered_model=registered_model, alias__name=name, assigned_at__lte=at
+        )
+        .filter(Q(replaced_at__isnull=True) | Q(replaced_at__gt=at))
+        .select_related("version__registered_model")
+        .first()
+    )
+    return row.version if row else None

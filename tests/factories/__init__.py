@@ -1,0 +1,1 @@
+"""factory_boy factories, one module per app; registered as fixtures in tests/conftest.py."""
