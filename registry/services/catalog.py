@@ -1,11 +1,7 @@
-"""Every write to the registry: one function per use case, transactional and audited."""
+"""Applications, registered models, versions, aliases and deployments."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,52 +10,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from .exceptions import DuplicateVersion, InvalidInput, PermissionDenied
-from .models import (
+from ..exceptions import DuplicateVersion, InvalidInput, PermissionDenied
+from ..models import (
     AliasAssignment,
-    ApiToken,
     Application,
-    AuditEvent,
     Deployment,
     ModelAlias,
     ModelVersion,
     RegisteredModel,
-    Replica,
-    TrafficAllocation,
 )
-from .roles import Actor
-
-# --- Audit ---
-
-
-def record_audit_event(
-    *,
-    actor: Actor,
-    kind: str,
-    target: Any,
-    application: Application | None = None,
-    reason: str = "",
-    before: Any = None,
-    after: Any = None,
-    at: datetime | None = None,
-) -> AuditEvent:
-    """Append one audit event; callers run it inside the transaction of the change itself."""
-    return AuditEvent.objects.create(
-        at=at or timezone.now(),
-        actor=actor.user,
-        actor_label=actor.label[:150],
-        kind=kind,
-        application=application,
-        target_type=type(target).__name__,
-        target_id=str(getattr(target, "pk", "")),
-        target_repr=str(target)[:255],
-        reason=reason,
-        before=before,
-        after=after,
-    )
-
-
-# --- Applications, models, deployments ---
+from ..roles import Actor
+from .audit import record_audit_event
 
 
 @transaction.atomic
@@ -150,9 +111,6 @@ def create_deployment(
         after={"name": name, "environment": environment, "desired_replicas": desired_replicas},
     )
     return deployment
-
-
-# --- Versions ---
 
 
 def _version_snapshot(v: ModelVersion) -> dict[str, Any]:
@@ -250,9 +208,6 @@ def set_version_stage(
     return version
 
 
-# --- Aliases ---
-
-
 @transaction.atomic
 def move_alias(
     *,
@@ -308,221 +263,3 @@ def move_alias(
         at=now,
     )
     return alias
-
-
-# --- Traffic allocation ---
-
-
-@dataclass(frozen=True)
-class AllocationSpec:
-    """One row of a desired traffic split."""
-
-    model_version: ModelVersion
-    weight: int
-    role: str = TrafficAllocation.Role.CONTROL
-
-
-def validate_allocation(specs: Sequence[AllocationSpec]) -> None:
-    """Raise InvalidInput unless live weights sum to 100 and each version appears once."""
-    if not specs:
-        raise InvalidInput("a deployment needs at least one allocation", field="allocations")
-    seen: set[int] = set()
-    for spec in specs:
-        if spec.model_version.pk in seen:
-            raise InvalidInput(
-                f"{spec.model_version} appears twice in the allocation", field="allocations"
-            )
-        seen.add(spec.model_version.pk)
-        if not 0 <= spec.weight <= 100:
-            raise InvalidInput("weights are percentages between 0 and 100", field="allocations")
-        if spec.role not in TrafficAllocation.Role.values:
-            raise InvalidInput(f"unknown role {spec.role!r}", field="allocations")
-    live = sum(s.weight for s in specs if s.role != TrafficAllocation.Role.SHADOW)
-    if live != 100:
-        raise InvalidInput(
-            f"weights of non-shadow allocations must sum to 100, got {live}", field="allocations"
-        )
-
-
-def _allocation_snapshot(rows: Iterable[TrafficAllocation]) -> list[dict[str, Any]]:
-    return [
-        {
-            "model": r.model_version.registered_model.name,
-            "version": r.model_version.version,
-            "weight": r.weight,
-            "role": r.role,
-        }
-        for r in rows
-    ]
-
-
-@transaction.atomic
-def set_allocation(
-    *,
-    actor: Actor,
-    deployment: Deployment,
-    allocations: Sequence[AllocationSpec],
-    reason: str = "",
-    kind: str = "allocation.changed",
-    at: datetime | None = None,
-) -> list[TrafficAllocation]:
-    """Replace a deployment's traffic split: close the current rows, open the new ones."""
-    validate_allocation(allocations)
-    # Serialize concurrent changes of the same deployment.
-    Deployment.objects.select_for_update().filter(pk=deployment.pk).first()
-    now = at or timezone.now()
-    current = list(
-        deployment.allocations.filter(valid_to__isnull=True).select_related(
-            "model_version__registered_model"
-        )
-    )
-    before = _allocation_snapshot(current)
-    TrafficAllocation.objects.filter(pk__in=[r.pk for r in current]).update(valid_to=now)
-    rows = TrafficAllocation.objects.bulk_create(
-        [
-            TrafficAllocation(
-                deployment=deployment,
-                model_version=s.model_version,
-                weight=s.weight,
-                role=s.role,
-                valid_from=now,
-            )
-            for s in allocations
-        ]
-    )
-    record_audit_event(
-        actor=actor,
-        kind=kind,
-        target=deployment,
-        application=deployment.application,
-        reason=reason,
-        before=before,
-        after=_allocation_snapshot(rows),
-        at=now,
-    )
-    return rows
-
-
-# --- Replicas ---
-
-
-def record_heartbeat(
-    *,
-    deployment: Deployment,
-    instance_id: str,
-    host: str = "",
-    url: str = "",
-    model_version: ModelVersion | None = None,
-    sha256: str = "",
-    started_at: datetime | None = None,
-    at: datetime | None = None,
-) -> None:
-    """Upsert what a replica reports, in ONE statement (no read-modify-write race).
-
-    Heartbeats are frequent and concurrent, so they are not audited; the replica's first
-    appearance is visible from its created_at.
-    """
-    now = at or timezone.now()
-    if model_version is not None and not sha256:
-        sha256 = model_version.sha256
-    Replica.objects.bulk_create(
-        [
-            Replica(
-                deployment=deployment,
-                instance_id=instance_id,
-                host=host,
-                url=url,
-                reported_version=model_version,
-                reported_sha256=sha256.lower(),
-                started_at=started_at,
-                last_heartbeat_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-        ],
-        update_conflicts=True,
-        unique_fields=["deployment", "instance_id"],
-        update_fields=[
-            "host",
-            "url",
-            "reported_version",
-            "reported_sha256",
-            "started_at",
-            "last_heartbeat_at",
-            "updated_at",
-        ],
-    )
-
-
-# --- API tokens ---
-
-TOKEN_PREFIX = "mo_"
-
-
-def _hash_token(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-@transaction.atomic
-def create_api_token(
-    *,
-    actor: Actor,
-    user: Any,
-    name: str,
-    scopes: Sequence[str],
-    expires_at: datetime | None = None,
-    ttl: timedelta | None = None,
-) -> tuple[ApiToken, str]:
-    """Create a token; returns the row and the secret, which is never stored or shown again."""
-    unknown = sorted(set(scopes) - set(ApiToken.Scope.values))
-    if unknown:
-        raise InvalidInput(f"unknown scope(s): {', '.join(unknown)}", field="scopes")
-    if not scopes:
-        raise InvalidInput("a token needs at least one scope", field="scopes")
-    if expires_at is None:
-        expires_at = timezone.now() + (ttl or settings.API_TOKEN_DEFAULT_TTL)
-    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        user=user,
-        name=name,
-        prefix=raw[:10],
-        key_hash=_hash_token(raw),
-        scopes=sorted(set(scopes)),
-        expires_at=expires_at,
-    )
-    record_audit_event(
-        actor=actor,
-        kind="token.created",
-        target=token,
-        after={"user": user.get_username(), "scopes": token.scopes, "expires_at": str(expires_at)},
-    )
-    return token, raw
-
-
-@transaction.atomic
-def revoke_api_token(*, actor: Actor, token: ApiToken, reason: str = "") -> ApiToken:
-    """Revoke a token at once; it stays listed for the record."""
-    if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
-        record_audit_event(actor=actor, kind="token.revoked", target=token, reason=reason)
-    return token
-
-
-def authenticate_token(raw: str) -> ApiToken | None:
-    """The live token for `raw`, or None; records last use at most once a minute."""
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(key_hash=_hash_token(raw), revoked_at__isnull=True)
-        .first()
-    )
-    now = timezone.now()
-    if token is None or (token.expires_at and token.expires_at <= now):
-        return None
-    if not token.user.is_active:
-        return None
-    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-        # a conditional single UPDATE: cheap, and concurrent requests cannot conflict
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        token.last_used_at = now
-    return token
