@@ -103,6 +103,12 @@ def browser_type_launch_args(browser_type_launch_args):
 
 def pytest_collection_modifyitems(items):
     """Every test may use the database; tests that need real commits mark transaction=True."""
+    chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+    no_browser = pytest.mark.skip(
+        reason=f"no Chromium at {chromium} (apt-get install chromium runs the browser tests)"
+    )
     for item in items:
         if item.get_closest_marker("django_db") is None:
             item.add_marker(pytest.mark.django_db)
+        if item.get_closest_marker("browser") is not None and not os.access(chromium, os.X_OK):
+            item.add_marker(no_browser)
