@@ -233,11 +233,22 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Every periodic job, in one place (STYLE R15). Each entry expires just below its interval.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+# Replica probes: a dispatcher every minute enqueues one probe per deployment that is due
+CELERY_BEAT_SCHEDULE["probe-due-deployments"] = {
+    "task": "registry.tasks.probe_due_deployments_task",
+    "schedule": 60.0,
+    "options": {"expires": 55},
+}
 
 # --- Domain ---
 API_TOKEN_DEFAULT_TTL = timedelta(days=env_int("API_TOKEN_TTL_DAYS", 90))
 PROTECTED_ALIASES = env_list("PROTECTED_ALIASES", "champion,production")
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=env_int("HEARTBEAT_TIMEOUT_S", 120))
+# Golden-input probes of replicas (registry/probes.py documents the replica-side contract)
+DEFAULT_PROBE_INTERVAL = timedelta(seconds=env_int("PROBE_INTERVAL_S", 300))
+REPLICA_PROBE_PATH = os.environ.get("REPLICA_PROBE_PATH", "/predict")
+REPLICA_PROBE_TIMEOUT_S = float(env_int("REPLICA_PROBE_TIMEOUT_MS", 5000)) / 1000
+REPLICA_PROBE_CONCURRENCY = env_int("REPLICA_PROBE_CONCURRENCY", 8)
 
 LOGGING = {
     "version": 1,

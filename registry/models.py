@@ -191,6 +191,13 @@ class Deployment(TimestampedModel):
     endpoint_url = models.URLField(max_length=500, blank=True)
     desired_replicas = models.PositiveSmallIntegerField(default=1)
     heartbeat_timeout = models.DurationField(default=settings.DEFAULT_HEARTBEAT_TIMEOUT)
+    probe_interval = models.DurationField(
+        null=True,
+        blank=True,
+        default=settings.DEFAULT_PROBE_INTERVAL,
+        help_text="How often golden-input probes run; empty disables scheduled probes.",
+    )
+    next_probe_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["application_id", "name"]
@@ -401,3 +408,130 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+# --- Replica consistency ---
+
+
+class GoldenSet(TimestampedModel):
+    """Named inputs for one registered model, sent to every replica to compare their answers.
+
+    `inputs` is a list of {"name": str, "input": <any JSON>, "expected": <any JSON>?}; the
+    rule says when two answers (or an answer and the expected output) count as the same.
+    """
+
+    class Rule(models.TextChoices):
+        EXACT = "exact"  # labels, ids: JSON equality
+        TOLERANCE = "tolerance"  # scores: numbers within abs/rel tolerance, the rest equal
+        TOP_K = "top_k"  # recommendation lists: overlap of the first k items
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.CASCADE, related_name="golden_sets"
+    )
+    name = models.CharField(max_length=100, validators=[slug_validator])
+    description = models.TextField(blank=True)
+    rule = models.CharField(max_length=16, choices=Rule.choices, default=Rule.EXACT)
+    abs_tolerance = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    rel_tolerance = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    top_k = models.PositiveSmallIntegerField(null=True, blank=True)
+    min_overlap = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="top_k rule: share of the first k items two answers must have in common.",
+    )
+    inputs = models.JSONField(default=list)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["registered_model_id", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "name"], name="%(app_label)s_%(class)s_unique_name"
+            ),
+            models.CheckConstraint(
+                condition=Q(min_overlap__gte=0) & Q(min_overlap__lte=1),
+                name="%(app_label)s_%(class)s_overlap_is_share",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registered_model.name}/{self.name}"
+
+
+class ConsistencyCheck(models.Model):
+    """One probe run of a deployment: golden inputs sent to every replica, answers compared."""
+
+    class Outcome(models.TextChoices):
+        CONSISTENT = "consistent"
+        INCONSISTENT = "inconsistent"  # a replica diverges or serves an unallocated artifact
+        INCOMPLETE = "incomplete"  # no disagreement, but some replicas did not answer
+        SKIPPED = "skipped"  # nothing to compare: no probe-able replica or no golden input
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule"
+        MANUAL = "manual"
+
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="consistency_checks"
+    )
+    started_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULE)
+    triggered_by = models.CharField(max_length=150, blank=True)
+    inputs_sent = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, help_text="Replicas per verdict.")
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            models.Index(fields=["deployment", "-started_at"], name="registry_check_dep_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment} {self.started_at:%Y-%m-%d %H:%M} {self.outcome}"
+
+
+class ReplicaProbeResult(models.Model):
+    """What one replica answered during one consistency check."""
+
+    class Verdict(models.TextChoices):
+        CONSISTENT = "consistent"
+        DIVERGENT = "divergent"  # answered, but differently from the reference
+        MISMATCHED = "mismatched"  # reports an artifact no current allocation names
+        UNREACHABLE = "unreachable"  # connection refused, DNS, no url
+        TIMEOUT = "timeout"
+        ERROR = "error"  # HTTP status other than 2xx
+        BAD_RESPONSE = "bad_response"  # 2xx but not the JSON the contract asks for
+
+    BAD_VERDICTS = (Verdict.DIVERGENT, Verdict.MISMATCHED)
+    FAULT_VERDICTS = (Verdict.UNREACHABLE, Verdict.TIMEOUT, Verdict.ERROR, Verdict.BAD_RESPONSE)
+
+    consistency_check = models.ForeignKey(
+        ConsistencyCheck, on_delete=models.CASCADE, related_name="results"
+    )
+    replica = models.ForeignKey(Replica, on_delete=models.CASCADE, related_name="probe_results")
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    latency_ms = models.FloatField(null=True, blank=True, help_text="Slowest answer of the run.")
+    answered = models.PositiveIntegerField(default=0)
+    reported_sha256 = models.CharField(max_length=64, blank=True)
+    reported_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    first_difference = models.JSONField(
+        null=True, blank=True, help_text='{"input": name, "expected": ..., "got": ...}'
+    )
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["consistency_check_id", "replica_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consistency_check", "replica"],
+                name="%(app_label)s_%(class)s_one_per_check",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.replica} {self.verdict}"
