@@ -26,6 +26,12 @@ register(rf.ReplicaFactory)
 register(rf.RolloutFactory)
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """PBKDF2 costs ~1 s per user on these machines; tests need a hash, not its strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def devops_user(db):
     return rf.UserFactory(username="dora-devops", roles=["devops"])
