@@ -23,7 +23,7 @@ def record_heartbeat(
     sha256: str = "",
     started_at: datetime | None = None,
     at: datetime | None = None,
-) -> None:
+) -> Replica:
     """Upsert what a replica reports, in ONE statement (no read-modify-write race).
 
     Heartbeats are frequent and concurrent, so they are not audited; the replica's first
@@ -32,21 +32,20 @@ def record_heartbeat(
     now = at or timezone.now()
     if model_version is not None and not sha256:
         sha256 = model_version.sha256
+    replica = Replica(
+        deployment=deployment,
+        instance_id=instance_id,
+        host=host,
+        url=url,
+        reported_version=model_version,
+        reported_sha256=sha256.lower(),
+        started_at=started_at,
+        last_heartbeat_at=now,
+        created_at=now,
+        updated_at=now,
+    )
     Replica.objects.bulk_create(
-        [
-            Replica(
-                deployment=deployment,
-                instance_id=instance_id,
-                host=host,
-                url=url,
-                reported_version=model_version,
-                reported_sha256=sha256.lower(),
-                started_at=started_at,
-                last_heartbeat_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-        ],
+        [replica],
         update_conflicts=True,
         unique_fields=["deployment", "instance_id"],
         update_fields=[
@@ -59,3 +58,4 @@ def record_heartbeat(
             "updated_at",
         ],
     )
+    return replica  # pk set by INSERT ... ON CONFLICT ... RETURNING

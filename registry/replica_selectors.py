@@ -1,0 +1,148 @@
+"""Reads for replica consistency: heartbeats, golden sets, probe checks; N+1-free.
+
+Kept apart from registry/selectors.py (shared by several features) so that it can grow
+without touching the fleet reads; fold both into a selectors package when either passes
+~400 lines (STYLE R1).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import (
+    BooleanField,
+    Case,
+    DateTimeField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.utils import timezone
+
+from .models import (
+    ConsistencyCheck,
+    Deployment,
+    GoldenSet,
+    ModelVersion,
+    Replica,
+    ReplicaProbeResult,
+    TrafficAllocation,
+)
+
+
+def deployment_by_ref(ref: str | int) -> Deployment | None:
+    """A deployment by id (42 or "42") or by "application-slug/deployment-name"."""
+    text = str(ref).strip()
+    queryset = Deployment.objects.select_related("application")
+    if text.isdigit():
+        return queryset.filter(pk=int(text)).first()
+    slug, sep, name = text.partition("/")
+    if not sep or not slug or not name:
+        return None
+    return queryset.filter(application__slug=slug, name=name).first()
+
+
+def version_by_number(*, model_name: str, version: int) -> ModelVersion | None:
+    return ModelVersion.objects.filter(registered_model__name=model_name, version=version).first()
+
+
+def version_by_sha256(*, deployment: Deployment, sha256: str) -> ModelVersion | None:
+    """The version with this artifact, preferring one allocated to `deployment` now."""
+    allocated = TrafficAllocation.objects.filter(
+        deployment=deployment, valid_to__isnull=True, model_version_id=OuterRef("pk")
+    )
+    return (
+        ModelVersion.objects.filter(sha256=sha256.lower())
+        .annotate(allocated=Exists(allocated))
+        .order_by("-allocated", "-version")
+        .first()
+    )
+
+
+def _fresh_after(now: datetime) -> ExpressionWrapper:
+    """Heartbeats at or after this instant are fresh, per the replica's deployment timeout."""
+    return ExpressionWrapper(
+        Value(now, output_field=DateTimeField()) - F("deployment__heartbeat_timeout"),
+        output_field=DateTimeField(),
+    )
+
+
+def _serves_allocated_artifact() -> Exists:
+    return Exists(
+        TrafficAllocation.objects.filter(
+            deployment_id=OuterRef("deployment_id"),
+            valid_to__isnull=True,
+            model_version__sha256=OuterRef("reported_sha256"),
+        )
+    )
+
+
+def replica_rows(*, deployment_id: int, now: datetime | None = None) -> QuerySet[Replica]:
+    """A deployment's replicas with `is_stale` and `is_mismatched`, in one query.
+
+    Stale: no heartbeat within the deployment's heartbeat_timeout. Mismatched: it reported an
+    artifact sha256 that none of the deployment's current allocations names.
+    """
+    now = now or timezone.now()
+    return (
+        Replica.objects.filter(deployment_id=deployment_id)
+        .select_related("deployment", "reported_version__registered_model")
+        .annotate(
+            is_stale=Case(
+                When(last_heartbeat_at__gte=_fresh_after(now), then=Value(False)),
+                default=Value(True),
+                output_field=BooleanField(),
+            ),
+            is_mismatched=Case(
+                When(Q(reported_sha256="") | _serves_allocated_artifact(), then=Value(False)),
+                default=Value(True),
+                output_field=BooleanField(),
+            ),
+        )
+        .order_by("instance_id")
+    )
+
+
+def live_replicas(*, deployment_id: int, now: datetime | None = None) -> list[Replica]:
+    """Replicas with a fresh heartbeat: the ones a probe should reach."""
+    return [r for r in replica_rows(deployment_id=deployment_id, now=now) if not r.is_stale]
+
+
+def current_allocations_of(deployment_id: int) -> list[TrafficAllocation]:
+    return list(
+        TrafficAllocation.objects.filter(deployment_id=deployment_id, valid_to__isnull=True)
+        .select_related("model_version__registered_model")
+        .order_by("-weight", "model_version_id")
+    )
+
+
+def golden_set_list() -> QuerySet[GoldenSet]:
+    return GoldenSet.objects.select_related("registered_model")
+
+
+def active_golden_sets(registered_model_ids: list[int]) -> list[GoldenSet]:
+    return list(
+        golden_set_list()
+        .filter(registered_model_id__in=registered_model_ids, active=True)
+        .order_by("registered_model_id", "name")
+    )
+
+
+def consistency_check_list() -> QuerySet[ConsistencyCheck]:
+    """Checks with their per-replica results (two queries for any number of checks)."""
+    results = ReplicaProbeResult.objects.select_related(
+        "replica", "reported_version__registered_model"
+    ).order_by("replica__instance_id")
+    return ConsistencyCheck.objects.select_related("deployment__application").prefetch_related(
+        Prefetch("results", queryset=results, to_attr="result_list")
+    )
+
+
+def latest_check(deployment_id: int) -> ConsistencyCheck | None:
+    return consistency_check_list().filter(deployment_id=deployment_id).first()
