@@ -13,10 +13,30 @@ from .catalog import (
     set_version_stage,
 )
 from .replicas import record_heartbeat
+from .rollouts import (
+    ROLLOUT_ACTIONS,
+    abort_rollout,
+    advance_rollout,
+    create_rollout,
+    pause_rollout,
+    promote_rollout,
+    resume_rollout,
+    rollback_rollout,
+    start_rollout,
+)
 from .tokens import authenticate_token, create_api_token, revoke_api_token
 from .traffic import AllocationSpec, set_allocation, validate_allocation
 
 __all__ = [
+    "ROLLOUT_ACTIONS",
+    "abort_rollout",
+    "advance_rollout",
+    "create_rollout",
+    "pause_rollout",
+    "promote_rollout",
+    "resume_rollout",
+    "rollback_rollout",
+    "start_rollout",
     "AllocationSpec",
     "authenticate_token",
     "create_api_token",
