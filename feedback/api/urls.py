@@ -1,7 +1,21 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
+
+from . import views
 
 app_name = "feedback-api"
 
 router = DefaultRouter()
 
-urlpatterns = router.urls
+batches = views.IngestBatchViewSet
+urlpatterns = [
+    path("feedback/", views.FeedbackIngestView.as_view(), name="feedback-ingest"),
+    path("ingest-batches/", batches.as_view({"get": "list"}), name="ingest-batch-list"),
+    # no trailing slash: the exact URL that 202 answers carry in Location
+    path(
+        "ingest-batches/<int:pk>",
+        batches.as_view({"get": "retrieve"}),
+        name="ingest-batch-detail",
+    ),
+    *router.urls,
+]

@@ -1,0 +1,178 @@
+"""Feedback API: bulk ingest (202 + batch URL), batch status, reports (STYLE R9)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.exceptions import UnsupportedMediaType
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from registry.models import Application
+from registry.permissions import FeedbackWrite
+from registry.roles import Actor
+
+from .. import selectors, services
+from ..constants import MAX_REQUEST_BYTES
+from ..models import IngestBatch
+from ..services import EnvelopeError
+from .serializers import FeedbackEventInput, FeedbackUploadInput, IngestBatchSerializer
+
+Format = IngestBatch.Format
+ERROR = OpenApiTypes.OBJECT
+BODY_FORMATS = {
+    "": Format.JSON,
+    "application/json": Format.JSON,
+    "application/x-ndjson": Format.JSONL,
+    "application/jsonl": Format.JSONL,
+    "text/csv": Format.CSV,
+}
+FILE_FORMATS = {
+    "csv": Format.CSV,
+    "jsonl": Format.JSONL,
+    "ndjson": Format.JSONL,
+    "json": Format.JSON,
+}
+
+
+def read_body(request: Request) -> bytes:
+    """The raw body, refused with 413 past MAX_REQUEST_BYTES without reading it all."""
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+        raise EnvelopeError(
+            f"the body is {declared} bytes; the limit is {MAX_REQUEST_BYTES}",
+            status=413,
+            code="too_large",
+        )
+    django_request = request._request
+    if hasattr(django_request, "_body"):
+        raw = django_request._body
+    else:
+        raw = django_request.read(MAX_REQUEST_BYTES + 1)
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise EnvelopeError(
+            f"the body is larger than {MAX_REQUEST_BYTES} bytes", status=413, code="too_large"
+        )
+    return raw
+
+
+def read_upload(request: Request) -> tuple[bytes, str, str, Application | None]:
+    """(bytes, format, filename, default application) of a multipart upload."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        raise EnvelopeError("send the file in the `file` field")
+    if upload.size > MAX_REQUEST_BYTES:
+        raise EnvelopeError(
+            f"the file is {upload.size} bytes; the limit is {MAX_REQUEST_BYTES}",
+            status=413,
+            code="too_large",
+        )
+    ext = upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
+    fmt = FILE_FORMATS.get(ext)
+    if fmt is None:
+        raise EnvelopeError("the file must end in .csv, .jsonl, .ndjson or .json")
+    slug = request.data.get("application") or ""
+    app = Application.objects.filter(slug=slug).first() if slug else None
+    if slug and app is None:
+        raise services.EnvelopeError(f"unknown application {slug!r}")
+    return upload.read(), fmt, upload.name, app
+
+
+def batch_response(batch: IngestBatch) -> Response:
+    location = f"/api/v1/ingest-batches/{batch.pk}"
+    return Response(
+        IngestBatchSerializer(batch).data,
+        status=status.HTTP_202_ACCEPTED,
+        headers={"Location": location},
+    )
+
+
+class FeedbackIngestView(APIView):
+    """`POST /api/v1/feedback/`: one durable write, then the `ingest` queue does the rest."""
+
+    permission_classes = [FeedbackWrite]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "ingest"
+    parser_classes = [JSONParser, MultiPartParser]
+
+    @extend_schema(
+        operation_id="feedback_ingest",
+        summary="Submit feedback events (one, a list of up to 10,000, or a CSV/JSONL file)",
+        description=(
+            "Answers 202 with `Location: /api/v1/ingest-batches/{id}` once the submission is "
+            "stored; the events are checked and counted by a worker. A bad event is rejected "
+            "alone (see the batch's `errors`). Bodies may also be sent raw as "
+            "`application/x-ndjson` or `text/csv`. An `Idempotency-Key` header makes a retry "
+            "return the first response."
+        ),
+        request={
+            "application/json": FeedbackEventInput(many=True),
+            "multipart/form-data": FeedbackUploadInput,
+        },
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Retries with the same key (and body) get the first response.",
+            )  # fmt: skip
+        ],
+        responses={
+            202: IngestBatchSerializer,
+            400: OpenApiResponse(ERROR, description="Not JSON, not an event or a list, no events."),
+            401: OpenApiResponse(ERROR, description="No valid token."),
+            403: OpenApiResponse(ERROR, description="Token lacks feedback:write or the role."),
+            409: OpenApiResponse(ERROR, description="Idempotency-Key reused with another body."),
+            413: OpenApiResponse(ERROR, description="More than 10,000 events or 5 MB."),
+            415: OpenApiResponse(ERROR, description="Unsupported content type."),
+            429: OpenApiResponse(ERROR, description="Over the ingest rate limit."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        ctype = (request.content_type or "").split(";")[0].strip().lower()
+        app = None
+        filename = ""
+        if ctype == "multipart/form-data":
+            raw, fmt, filename, app = read_upload(request)
+            source = IngestBatch.Source.UPLOAD
+        elif ctype in BODY_FORMATS:
+            raw, fmt, source = read_body(request), BODY_FORMATS[ctype], IngestBatch.Source.API
+        else:
+            raise UnsupportedMediaType(ctype)
+        batch, _ = services.submit_batch(
+            actor=Actor.of(request.user, request.auth),
+            raw=raw,
+            fmt=fmt,
+            source=source,
+            filename=filename,
+            default_application=app,
+            idempotency_key=request.headers.get("Idempotency-Key", "")[:255],
+        )
+        return batch_response(batch)
+
+
+@extend_schema(
+    responses={
+        200: IngestBatchSerializer,
+        401: OpenApiResponse(ERROR, description="No valid token."),
+        403: OpenApiResponse(ERROR, description="Token lacks the read scope."),
+        404: OpenApiResponse(ERROR, description="No such batch, or not yours."),
+    }
+)
+class IngestBatchViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Ingest batches: state, counts and per-event errors. Devops see all, others their own."""
+
+    queryset = IngestBatch.objects.none()  # for the schema; the real one depends on the user
+    serializer_class = IngestBatchSerializer
+    filterset_fields = ["state", "source"]
+    ordering_fields = ["created_at", "id"]
+
+    def get_queryset(self) -> Any:
+        return selectors.ingest_batch_list(user=self.request.user)

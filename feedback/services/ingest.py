@@ -1,0 +1,283 @@
+"""The ingest path: one durable write per submission, then an idempotent expansion by a worker.
+
+`submit_batch` runs in the web process: envelope checks, ONE insert, enqueue after commit.
+`ingest_feedback_batch` runs in the worker: claim, validate, insert events with
+ON CONFLICT DO NOTHING RETURNING, add only the returned rows to the hourly rollups, and mark
+the batch done, in one transaction. A redelivered or swept message therefore changes nothing
+twice (STYLE R14); a killed worker's transaction rolls back and the batch is taken up again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from registry.exceptions import DomainError
+from registry.models import Application
+from registry.roles import Actor
+
+from ..constants import (
+    INSERT_CHUNK_ROWS,
+    MAX_ATTEMPTS,
+    MAX_STORED_ERRORS,
+    claim_timeout,
+    ingest_queue,
+)
+from ..models import FeedbackEvent, FeedbackSource, IngestBatch, QualityRollup
+from .parsing import check_envelope, decode_events
+from .validation import Candidate, check_and_resolve
+
+log = logging.getLogger(__name__)
+State = IngestBatch.State
+
+
+class IdempotencyConflict(DomainError):
+    code = "idempotency_conflict"
+
+
+# --- Submission (web) ---
+
+
+def submit_batch(
+    *,
+    actor: Actor,
+    raw: bytes,
+    fmt: str = IngestBatch.Format.JSON,
+    source: str = IngestBatch.Source.API,
+    idempotency_key: str = "",
+    filename: str = "",
+    default_application: Application | None = None,
+    feedback_source: FeedbackSource | None = None,
+) -> tuple[IngestBatch, bool]:
+    """Store a submission durably and enqueue its expansion; return (batch, created).
+
+    Raises parsing.EnvelopeError (400/413) before anything is stored. With an idempotency key
+    already used by the same user, returns the first batch and False.
+    """
+    sha = hashlib.sha256(raw).hexdigest()
+    user = actor.user
+    if idempotency_key:
+        first = _batch_for_key(user, idempotency_key, sha)
+        if first is not None:
+            return first, False
+    check_envelope(raw, fmt)
+    batch = IngestBatch(
+        source=source,
+        format=fmt,
+        raw=raw,
+        raw_size=len(raw),
+        raw_sha256=sha,
+        filename=filename[:255],
+        default_application=default_application,
+        feedback_source=feedback_source,
+        created_by=user,
+        idempotency_key=idempotency_key,
+        created_at=timezone.now(),
+    )
+    try:
+        with transaction.atomic():
+            batch.save(force_insert=True)
+            transaction.on_commit(lambda: enqueue_batch(batch.pk))
+    except IntegrityError:
+        # a concurrent retry with the same key got there first
+        first = _batch_for_key(user, idempotency_key, sha)
+        if first is None:
+            raise
+        return first, False
+    batch.raw = b""  # the caller never needs the bytes again; let them go
+    return batch, True
+
+
+def _batch_for_key(user: Any, key: str, sha: str) -> IngestBatch | None:
+    first = IngestBatch.objects.without_raw().filter(created_by=user, idempotency_key=key).first()
+    if first is not None and first.raw_sha256 != sha:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different body", field="Idempotency-Key"
+        )
+    return first
+
+
+def enqueue_batch(batch_id: int) -> None:
+    """Best effort: if the broker is down, the sweeper sends the batch later."""
+    from ..tasks import ingest_feedback_batch_task  # tasks import services: import late
+
+    try:
+        ingest_feedback_batch_task.apply_async(args=[batch_id], queue=ingest_queue())
+    except Exception:  # the batch is durable; requeue_stale_batches recovers it
+        log.exception("could not enqueue ingest batch %s; the sweeper will retry", batch_id)
+
+
+# --- Expansion (worker) ---
+
+
+def claim_batch(*, batch_id: int, now: datetime | None = None) -> datetime | None:
+    """Mark a batch processing unless done or held by a live worker; return the claim time."""
+    now = now or timezone.now()
+    stale = now - claim_timeout()
+    claimed = (
+        IngestBatch.objects.filter(pk=batch_id, state__in=[State.PENDING, State.PROCESSING])
+        .exclude(state=State.PROCESSING, claimed_at__gte=stale)
+        .update(state=State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
+    )
+    return now if claimed == 1 else None  # 0: done already, or another worker holds it
+
+
+def ingest_feedback_batch(*, batch_id: int) -> int:
+    """Expand a stored batch into events exactly once; return how many events were new."""
+    claimed_at = claim_batch(batch_id=batch_id)
+    if claimed_at is None:
+        return 0
+    try:
+        return _expand(batch_id, claimed_at)
+    except Exception as exc:
+        _give_back(batch_id, claimed_at, exc)
+        raise
+
+
+def _give_back(batch_id: int, claimed_at: datetime, exc: Exception) -> None:
+    """After a crash in the body: back to pending for a retry, or failed after MAX_ATTEMPTS."""
+    mine = IngestBatch.objects.filter(pk=batch_id, state=State.PROCESSING, claimed_at=claimed_at)
+    message = f"{type(exc).__name__}: {exc}"[:2000]
+    mine.filter(attempts__gte=MAX_ATTEMPTS).update(
+        state=State.FAILED, finished_at=timezone.now(), last_error=message
+    )
+    mine.update(state=State.PENDING, claimed_at=None, last_error=message)
+
+
+@transaction.atomic
+def _expand(batch_id: int, claimed_at: datetime) -> int:
+    # Lock our claim: if it went stale and another worker took over, that worker owns it.
+    batch = (
+        IngestBatch.objects.select_for_update(of=("self",))
+        .select_related("default_application")
+        .filter(pk=batch_id, state=State.PROCESSING, claimed_at=claimed_at)
+        .first()
+    )
+    if batch is None:
+        return 0
+    now = timezone.now()
+    default_app = batch.default_application.slug if batch.default_application else ""
+    checked = check_and_resolve(
+        decode_events(bytes(batch.raw), batch.format), now=now, default_app=default_app
+    )
+    fresh = _unique(checked.candidates)
+    inserted = insert_events(fresh, batch_id=batch.pk, received_at=now)
+    add_to_rollups([c for c in fresh if c.event_id in inserted])
+    total = len(checked.candidates) + len(checked.errors)
+    IngestBatch.objects.filter(pk=batch.pk).update(
+        state=State.DONE,
+        finished_at=timezone.now(),
+        total=total,
+        accepted=len(inserted),
+        duplicate=len(checked.candidates) - len(inserted),
+        rejected=len(checked.errors),
+        errors=[e.as_dict() for e in checked.errors[:MAX_STORED_ERRORS]],
+        last_error="",
+    )
+    return len(inserted)
+
+
+def _unique(candidates: list[Candidate]) -> list[Candidate]:
+    """Drop repeats of an event_id inside one batch (they count as duplicates)."""
+    seen: set = set()
+    out = []
+    for c in candidates:
+        if c.event_id not in seen:
+            seen.add(c.event_id)
+            out.append(c)
+    return out
+
+
+# --- Set-based SQL (the hot path) ---
+
+_EVENT_COLUMNS = (
+    "event_id", "occurred_at", "received_at", "application_id", "model_version_id", "kind",
+    "value", "prediction", "label", "correct", "request_id", "segment", "payload", "batch_id",
+)  # fmt: skip
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _adapters() -> tuple[Callable[[Any], Any], Callable[[datetime], Any]]:
+    """How this backend stores UUIDs and datetimes (SQLite: hex text, naive UTC text)."""
+    uuid_db = (lambda u: u) if connection.features.has_native_uuid_field else (lambda u: u.hex)
+    return uuid_db, connection.ops.adapt_datetimefield_value
+
+
+def insert_events(candidates: Sequence[Candidate], *, batch_id: int, received_at: datetime) -> set:
+    """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING: the event_ids that were new."""
+    if not candidates:
+        return set()
+    uuid_db, dt_db = _adapters()
+    table = connection.ops.quote_name(FeedbackEvent._meta.db_table)
+    columns = ", ".join(_EVENT_COLUMNS)
+    row_sql = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
+    received = dt_db(received_at)
+    by_db_key = {}
+    inserted: set = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(candidates), INSERT_CHUNK_ROWS):
+            chunk = candidates[start : start + INSERT_CHUNK_ROWS]
+            params: list[Any] = []
+            for c in chunk:
+                key = uuid_db(c.event_id)
+                by_db_key[str(key)] = c.event_id
+                params += (
+                    key, dt_db(c.occurred_at), received, c.application_id, c.model_version_id,
+                    c.kind, c.value, _json(c.prediction), _json(c.label), c.correct,
+                    c.request_id, c.segment, _json(c.payload), batch_id,
+                )  # fmt: skip
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                params,
+            )
+            inserted.update(by_db_key[str(row[0])] for row in cursor.fetchall())
+    return inserted
+
+
+def add_to_rollups(new_events: Sequence[Candidate]) -> int:
+    """Add newly inserted events to their hourly buckets with one upsert; return bucket count."""
+    buckets: dict[tuple, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0, 0])
+    for c in new_events:
+        hour = c.occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        b = buckets[(c.application_id, c.model_version_id, c.kind, hour)]
+        b[0] += 1
+        if c.value is not None:
+            b[1] += c.value
+            b[2] += c.value * c.value
+        if c.correct is not None:
+            b[3] += c.correct
+            b[4] += 1
+    if not buckets:
+        return 0
+    _, dt_db = _adapters()
+    table = connection.ops.quote_name(QualityRollup._meta.db_table)
+    params: list[Any] = []
+    # sorted: concurrent workers lock buckets in the same order, so they cannot deadlock
+    for (app_id, mv_id, kind, hour), (n, s, sq, correct, labelled) in sorted(buckets.items()):
+        params += (app_id, mv_id, kind, dt_db(hour), n, s, sq, correct, labelled)
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(buckets))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (application_id, model_version_id, kind, hour, count, sum, "
+            f"sum_sq, correct, labelled) VALUES {rows} "
+            "ON CONFLICT (application_id, model_version_id, kind, hour) DO UPDATE SET "
+            f"count = {table}.count + excluded.count, sum = {table}.sum + excluded.sum, "
+            f"sum_sq = {table}.sum_sq + excluded.sum_sq, "
+            f"correct = {table}.correct + excluded.correct, "
+            f"labelled = {table}.labelled + excluded.labelled",
+            params,
+        )
+    return len(buckets)

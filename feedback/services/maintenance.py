@@ -1,0 +1,48 @@
+"""Periodic upkeep of ingestion: re-send stale batches, purge raw events past retention."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from ..constants import MAX_ATTEMPTS, claim_timeout, requeue_after, retention
+from ..models import FeedbackEvent, IngestBatch
+from .ingest import enqueue_batch
+
+log = logging.getLogger(__name__)
+State = IngestBatch.State
+
+
+def requeue_stale_batches(
+    *, now: datetime | None = None, pending_for: timedelta | None = None, limit: int = 500
+) -> list[int]:
+    """Send again every batch whose message may be lost; fail those out of attempts.
+
+    The broker is not the source of truth: a batch still pending in the database after
+    `pending_for` (or processing under a claim older than the task time limit) is re-sent.
+    A duplicate message is harmless, since claiming and inserting are idempotent.
+    """
+    now = now or timezone.now()
+    stale = IngestBatch.objects.stale(
+        now=now, pending_for=pending_for or requeue_after(), claim_timeout=claim_timeout()
+    )
+    exhausted = stale.filter(attempts__gte=MAX_ATTEMPTS).update(state=State.FAILED, finished_at=now)
+    if exhausted:
+        log.warning("marked %d ingest batches failed after %d attempts", exhausted, MAX_ATTEMPTS)
+    ids = list(stale.order_by("created_at").values_list("pk", flat=True)[:limit])
+    for batch_id in ids:
+        enqueue_batch(batch_id)
+    return ids
+
+
+def purge_old_events(*, now: datetime | None = None, chunk: int = 50_000) -> int:
+    """Delete raw events older than the retention window; rollups stay. Returns rows deleted."""
+    cutoff = (now or timezone.now()) - retention()
+    deleted = 0
+    while True:
+        ids = list(FeedbackEvent.objects.older_than(cutoff).values_list("pk", flat=True)[:chunk])
+        if not ids:
+            return deleted
+        deleted += FeedbackEvent.objects.filter(pk__in=ids)._raw_delete(using="default")

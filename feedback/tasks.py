@@ -1,0 +1,26 @@
+"""Thin Celery tasks: look up, call a service, set the retry policy (STYLE R13)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+from . import services
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def ingest_feedback_batch_task(batch_id: int) -> int:
+    """Expand one stored batch into events and rollups (idempotent; routed to `ingest`)."""
+    return services.ingest_feedback_batch(batch_id=batch_id)
+
+
+@shared_task
+def requeue_stale_batches_task() -> int:
+    """Beat: re-send batches whose message was lost or whose worker died."""
+    return len(services.requeue_stale_batches())
+
+
+@shared_task
+def purge_old_feedback_events_task() -> int:
+    """Beat: drop raw events past FEEDBACK_RETENTION_DAYS; rollups stay."""
+    return services.purge_old_events()

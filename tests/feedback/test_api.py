@@ -1,0 +1,177 @@
+import json
+
+import pytest
+from django.core.cache import cache
+
+from feedback.models import IngestBatch
+from feedback.services import ingest_feedback_batch
+from tests.factories.feedback import event
+
+URL = "/api/v1/feedback/"
+
+
+@pytest.fixture
+def writer(product_user, token_client):
+    return token_client(product_user, "read", "feedback:write")
+
+
+def post_json(client, body, **headers):
+    return client.post(URL, data=json.dumps(body), content_type="application/json", **headers)
+
+
+def test_post_feedback_answers_202_with_the_batch_location(writer, app_slug):
+    response = post_json(writer, [event(app_slug), event(app_slug)])
+
+    assert response.status_code == 202
+    batch = IngestBatch.objects.get()
+    assert response["Location"] == f"/api/v1/ingest-batches/{batch.pk}"
+    assert response.json()["state"] == "pending"
+    assert (batch.source, batch.format, batch.raw_size) == ("api", "json", len(bytes(batch.raw)))
+
+
+def test_post_feedback_enqueues_the_batch_after_commit(
+    writer, app_slug, django_capture_on_commit_callbacks, monkeypatch
+):
+    sent = []
+    monkeypatch.setattr("feedback.services.ingest.enqueue_batch", sent.append)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        post_json(writer, [event(app_slug)])
+
+    assert sent == [IngestBatch.objects.get().pk]
+
+
+def test_batch_status_shows_counts_and_errors_once_done(writer, app_slug):
+    response = post_json(writer, [event(app_slug), {**event(app_slug), "kind": "nope"}])
+    ingest_feedback_batch(batch_id=response.json()["id"])
+
+    status = writer.get(response["Location"])
+
+    assert status.status_code == 200
+    body = status.json()
+    assert (body["state"], body["accepted"], body["rejected"]) == ("done", 1, 1)
+    assert body["errors"][0]["index"] == 1
+    assert body["errors"][0]["field"] == "kind"
+
+
+def test_idempotency_key_replays_the_first_response(writer, app_slug):
+    body = [event(app_slug)]
+    first = post_json(writer, body, HTTP_IDEMPOTENCY_KEY="k-1")
+
+    second = post_json(writer, body, HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert second.status_code == 202
+    assert second["Location"] == first["Location"]
+    assert IngestBatch.objects.count() == 1
+
+
+def test_idempotency_key_with_another_body_is_409(writer, app_slug):
+    post_json(writer, [event(app_slug)], HTTP_IDEMPOTENCY_KEY="k-2")
+
+    response = post_json(writer, [event(app_slug)], HTTP_IDEMPOTENCY_KEY="k-2")
+
+    assert response.status_code == 409
+    assert IngestBatch.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{not json", 400),
+        (b'"a string"', 400),
+        (b"42", 400),
+        (b"[]", 400),
+        (json.dumps([{}] * 10_001).encode(), 413),
+        (b"[" + b" " * (5 * 1024 * 1024) + b"]", 413),
+    ],
+)
+def test_bad_envelope_is_refused_at_once_with_nothing_stored(writer, body, status):
+    response = writer.post(URL, data=body, content_type="application/json")
+
+    assert response.status_code == status
+    assert response.json()["error"]["status"] == status
+    assert not IngestBatch.objects.exists()
+
+
+def test_unsupported_content_type_is_415(writer):
+    response = writer.post(URL, data=b"<xml/>", content_type="application/xml")
+
+    assert response.status_code == 415
+    assert not IngestBatch.objects.exists()
+
+
+def test_post_feedback_over_the_rate_limit_is_429(writer, app_slug, settings, monkeypatch):
+    from rest_framework.throttling import ScopedRateThrottle
+
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"ingest": "2/min"})
+    cache.clear()
+    for _ in range(2):
+        assert post_json(writer, [event(app_slug)]).status_code == 202
+
+    response = post_json(writer, [event(app_slug)])
+
+    assert response.status_code == 429
+    assert "Retry-After" in response
+    assert IngestBatch.objects.count() == 2
+
+
+def test_post_feedback_without_a_token_is_401(client, app_slug):
+    response = post_json(client, [event(app_slug)])
+
+    assert response.status_code == 401
+    assert not IngestBatch.objects.exists()
+
+
+def test_post_feedback_with_a_read_only_token_is_403(product_user, token_client, app_slug):
+    response = post_json(token_client(product_user, "read"), [event(app_slug)])
+
+    assert response.status_code == 403
+
+
+def test_post_feedback_as_a_viewer_is_403(viewer_user, token_client, app_slug):
+    response = post_json(token_client(viewer_user, "feedback:write"), [event(app_slug)])
+
+    assert response.status_code == 403
+
+
+def test_another_users_batch_is_404(writer, viewer_user, token_client, app_slug):
+    location = post_json(writer, [event(app_slug)])["Location"]
+
+    response = token_client(viewer_user, "read").get(location)
+
+    assert response.status_code == 404
+
+
+def test_devops_sees_every_batch(writer, devops_user, token_client, app_slug):
+    location = post_json(writer, [event(app_slug)])["Location"]
+
+    assert token_client(devops_user, "read").get(location).status_code == 200
+
+
+def test_raw_csv_body_is_accepted(writer, app_slug):
+    one = event(app_slug)
+    csv_body = "event_id,occurred_at,application,kind\n"
+    csv_body += f"{one['event_id']},{one['occurred_at']},{app_slug},click\n"
+
+    response = writer.post(URL, data=csv_body.encode(), content_type="text/csv")
+
+    assert response.status_code == 202
+    assert IngestBatch.objects.get().format == "csv"
+
+
+def test_multipart_upload_goes_the_same_path(writer, app_slug):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    lines = "\n".join(
+        json.dumps({k: v for k, v in event(app_slug).items() if k != "application"})
+        for _ in range(3)
+    )
+    upload = SimpleUploadedFile("events.jsonl", lines.encode(), "application/x-ndjson")
+
+    response = writer.post(URL, {"file": upload, "application": app_slug}, format="multipart")
+
+    assert response.status_code == 202
+    batch = IngestBatch.objects.get()
+    ingest_feedback_batch(batch_id=batch.pk)
+    batch.refresh_from_db()
+    assert (batch.source, batch.format, batch.accepted) == ("upload", "jsonl", 3)
