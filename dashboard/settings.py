@@ -221,7 +221,9 @@ else:
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_VISIBILITY_TIMEOUT", 120) - 20
+_vt = env_int("CELERY_VISIBILITY_TIMEOUT", 120)
+# below the visibility timeout, and still positive when tests set a short one
+CELERY_TASK_TIME_LIMIT = max(_vt - 20, _vt // 2)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
@@ -239,11 +241,24 @@ CELERY_BEAT_SCHEDULE["probe-due-deployments"] = {
     "schedule": 60.0,
     "options": {"expires": 55},
 }
+# Feedback: re-send batches whose message was lost; drop raw events past retention
+CELERY_BEAT_SCHEDULE["requeue-stale-ingest-batches"] = {
+    "task": "feedback.tasks.requeue_stale_batches_task",
+    "schedule": 60.0,
+    "options": {"expires": 55},
+}
+CELERY_BEAT_SCHEDULE["purge-old-feedback-events"] = {
+    "task": "feedback.tasks.purge_old_feedback_events_task",
+    "schedule": 3600.0,
+    "options": {"expires": 3500},
+}
 
 # --- Domain ---
 API_TOKEN_DEFAULT_TTL = timedelta(days=env_int("API_TOKEN_TTL_DAYS", 90))
 PROTECTED_ALIASES = env_list("PROTECTED_ALIASES", "champion,production")
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=env_int("HEARTBEAT_TIMEOUT_S", 120))
+FEEDBACK_RETENTION_DAYS = env_int("FEEDBACK_RETENTION_DAYS", 30)
+FEEDBACK_REQUEUE_AFTER_S = env_int("FEEDBACK_REQUEUE_AFTER_S", 120)
 # Golden-input probes of replicas (registry/probes.py documents the replica-side contract)
 DEFAULT_PROBE_INTERVAL = timedelta(seconds=env_int("PROBE_INTERVAL_S", 300))
 REPLICA_PROBE_PATH = os.environ.get("REPLICA_PROBE_PATH", "/predict")
