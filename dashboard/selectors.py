@@ -1,18 +1,338 @@
-"""Reads that compose registry and feedback data for pages and the status endpoint."""
+"""Reads that compose registry and feedback data for pages and the status endpoint.
+
+`application_status(slug)` and `fleet_status()` answer "what serves this application right
+now, and is it healthy?" with a constant number of SQL queries whatever the fleet size. Each
+figure family has its own function below (versions, replicas, rollouts, online accuracy,
+alerts), so a new source of truth plugs in at one place.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
 from django.db.models import Prefetch, QuerySet
+from django.utils import timezone
 
-from registry.models import Application, Deployment
-from registry.selectors import current_allocations
+from registry.exceptions import NotFound
+from registry.models import Application, Deployment, Rollout, TrafficAllocation
+from registry.selectors import (
+    ReplicaCounts,
+    active_rollouts,
+    current_allocations,
+    replica_consistency_counts,
+)
+
+AGE_WARN_RATIO = 0.75  # amber once a model has used three quarters of its age SLO
+
+Level = Literal["ok", "warn", "breach", "none"]  # green / amber / red / nothing to judge
 
 
-def fleet_rows() -> QuerySet[Application]:
-    """Applications with their deployments and current allocations, in three queries."""
-    deployments = Deployment.objects.prefetch_related(
+# --- Result shapes ---
+
+
+@dataclass(frozen=True)
+class ServingVersion:
+    """One model version in a deployment's current traffic split."""
+
+    version_id: int
+    model: str
+    version: int
+    role: str
+    weight: int
+    sha256: str
+    trained_at: datetime
+    age_seconds: int
+    slo_breached: bool
+    age_ratio: float  # age / application SLO
+    offline_accuracy: float | None
+    online_accuracy: float | None
+
+    @property
+    def age_level(self) -> Level:
+        return _age_level(self.age_ratio)
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    model: str
+    version: int
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """The running or paused rollout of a deployment."""
+
+    id: int
+    state: str
+    strategy: str
+    step_index: int
+    step_count: int
+    percent: int | None
+    baseline: VersionRef
+    candidate: VersionRef
+    started_at: datetime | None
+
+
+@dataclass(frozen=True)
+class FiringAlert:
+    """An alert that is firing now for an application."""
+
+    id: int
+    name: str
+    severity: str
+    message: str
+    deployment: str | None
+    since: datetime
+
+
+@dataclass(frozen=True)
+class DeploymentStatus:
+    id: int
+    name: str
+    environment: str
+    endpoint_url: str
+    versions: list[ServingVersion]
+    replicas: ReplicaCounts
+    active_rollout: RolloutStatus | None
+
+
+@dataclass(frozen=True)
+class ApplicationStatus:
+    """Everything the status endpoint and the fleet table show for one application."""
+
+    id: int
+    slug: str
+    name: str
+    team: str
+    criticality: str
+    max_model_age_s: int
+    deployments: list[DeploymentStatus]
+    firing_alerts: list[FiringAlert] = field(default_factory=list)
+
+    @property
+    def versions(self) -> list[ServingVersion]:
+        return [v for d in self.deployments for v in d.versions]
+
+    @property
+    def worst_age_ratio(self) -> float | None:
+        """The serving version closest to (or furthest past) the age SLO."""
+        return max((v.age_ratio for v in self.versions), default=None)
+
+    @property
+    def age_level(self) -> Level:
+        ratio = self.worst_age_ratio
+        return "none" if ratio is None else _age_level(ratio)
+
+    @property
+    def oldest_age_seconds(self) -> int | None:
+        return max((v.age_seconds for v in self.versions), default=None)
+
+    @property
+    def replicas_expected(self) -> int:
+        return sum(d.replicas.expected for d in self.deployments)
+
+    @property
+    def replicas_consistent(self) -> int:
+        return sum(d.replicas.consistent for d in self.deployments)
+
+    @property
+    def replicas_mismatched(self) -> int:
+        return sum(d.replicas.mismatched for d in self.deployments)
+
+    @property
+    def replicas_stale(self) -> int:
+        return sum(d.replicas.stale for d in self.deployments)
+
+    @property
+    def replica_level(self) -> Level:
+        """breach: a replica serves an unallocated artifact; warn: missing or stale replicas."""
+        if not self.deployments:
+            return "none"
+        if self.replicas_mismatched:
+            return "breach"
+        if self.replicas_consistent < self.replicas_expected or self.replicas_stale:
+            return "warn"
+        return "ok"
+
+    @property
+    def active_rollouts(self) -> list[tuple[DeploymentStatus, RolloutStatus]]:
+        return [(d, d.active_rollout) for d in self.deployments if d.active_rollout]
+
+
+def _age_level(ratio: float) -> Level:
+    if ratio > 1:
+        return "breach"
+    return "warn" if ratio > AGE_WARN_RATIO else "ok"
+
+
+# --- Entry points ---
+
+
+def application_status(slug: str) -> ApplicationStatus:
+    """The status of one application, or NotFound."""
+    statuses = _statuses(Application.objects.filter(slug=slug))
+    if not statuses:
+        raise NotFound(f"no application {slug!r}")
+    return statuses[0]
+
+
+def fleet_status() -> list[ApplicationStatus]:
+    """The status of every application, ordered by slug."""
+    return _statuses(Application.objects.all())
+
+
+def _statuses(applications: QuerySet[Application]) -> list[ApplicationStatus]:
+    """Three queries for applications, deployments and allocations, then one per figure family."""
+    deployments = Deployment.objects.order_by("name").prefetch_related(
         Prefetch("allocations", queryset=current_allocations(), to_attr="current_allocations")
     )
-    return Application.objects.prefetch_related(
-        Prefetch("deployments", queryset=deployments, to_attr="deployment_list")
+    apps = list(
+        applications.order_by("slug").prefetch_related(
+            Prefetch("deployments", queryset=deployments, to_attr="deployment_list")
+        )
+    )
+    if not apps:
+        return []
+    deployment_ids = [d.pk for a in apps for d in a.deployment_list]
+    version_pairs = {
+        (a.pk, row.model_version_id)
+        for a in apps
+        for d in a.deployment_list
+        for row in d.current_allocations
+    }
+    ctx = _Context(
+        now=timezone.now(),
+        replicas=replica_counts(deployment_ids),
+        rollouts=rollouts_by_deployment(deployment_ids),
+        online=online_accuracy(version_pairs),
+        alerts=firing_alerts([a.pk for a in apps]),
+    )
+    return [_application(app, ctx) for app in apps]
+
+
+@dataclass(frozen=True)
+class _Context:
+    now: datetime
+    replicas: dict[int, ReplicaCounts]
+    rollouts: dict[int, RolloutStatus]
+    online: dict[tuple[int, int], float]
+    alerts: dict[int, list[FiringAlert]]
+
+
+def _application(app: Application, ctx: _Context) -> ApplicationStatus:
+    slo_s = max(int(app.max_model_age.total_seconds()), 1)
+    return ApplicationStatus(
+        id=app.pk,
+        slug=app.slug,
+        name=app.name,
+        team=app.team,
+        criticality=app.criticality,
+        max_model_age_s=slo_s,
+        deployments=[
+            DeploymentStatus(
+                id=d.pk,
+                name=d.name,
+                environment=d.environment,
+                endpoint_url=d.endpoint_url,
+                versions=[_version(app.pk, row, slo_s, ctx) for row in d.current_allocations],
+                replicas=ctx.replicas.get(d.pk, ReplicaCounts(expected=d.desired_replicas)),
+                active_rollout=ctx.rollouts.get(d.pk),
+            )
+            for d in app.deployment_list
+        ],
+        firing_alerts=ctx.alerts.get(app.pk, []),
+    )
+
+
+def _version(app_id: int, row: TrafficAllocation, slo_s: int, ctx: _Context) -> ServingVersion:
+    mv = row.model_version
+    age_s = max(int((ctx.now - mv.trained_at).total_seconds()), 0)
+    return ServingVersion(
+        version_id=mv.pk,
+        model=mv.registered_model.name,
+        version=mv.version,
+        role=row.role,
+        weight=row.weight,
+        sha256=mv.sha256,
+        trained_at=mv.trained_at,
+        age_seconds=age_s,
+        slo_breached=age_s > slo_s,
+        age_ratio=age_s / slo_s,
+        offline_accuracy=mv.offline_accuracy,
+        online_accuracy=ctx.online.get((app_id, mv.pk)),
+    )
+
+
+# --- Figure families: one query each (or none), keyed for the assembly above ---
+
+
+def replica_counts(deployment_ids: list[int]) -> dict[int, ReplicaCounts]:
+    """Expected / reporting / stale / mismatched replicas per deployment."""
+    return replica_consistency_counts(deployment_ids)
+
+
+def rollouts_by_deployment(deployment_ids: list[int]) -> dict[int, RolloutStatus]:
+    """The active (running or paused) rollout of each deployment that has one."""
+    if not deployment_ids:
+        return {}
+    rollouts = active_rollouts().filter(deployment_id__in=deployment_ids)
+    return {r.deployment_id: _rollout(r) for r in rollouts}
+
+
+def _rollout(r: Rollout) -> RolloutStatus:
+    return RolloutStatus(
+        id=r.pk,
+        state=r.state,
+        strategy=r.strategy,
+        step_index=r.current_step,
+        step_count=len(r.steps or []),
+        percent=r.current_percent,
+        baseline=VersionRef(r.baseline_version.registered_model.name, r.baseline_version.version),
+        candidate=VersionRef(
+            r.candidate_version.registered_model.name, r.candidate_version.version
+        ),
+        started_at=r.started_at,
+    )
+
+
+def online_accuracy(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], float]:
+    """Online accuracy per (application id, model version id) from feedback rollups.
+
+    Feedback ingestion does not exist yet, so no pair has a figure and the API says null.
+    """
+    return {}
+
+
+def firing_alerts(application_ids: list[int]) -> dict[int, list[FiringAlert]]:
+    """Firing alerts per application id; alerting does not exist yet, so none fire."""
+    return {}
+
+
+# --- Fleet summary (the counters above the fleet table) ---
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    applications: int
+    serving_versions: int
+    slo_breached: int
+    slo_warning: int
+    rollouts: int
+    replica_problems: int
+    firing_alerts: int
+
+
+def fleet_summary(rows: list[ApplicationStatus]) -> FleetSummary:
+    """Counters over already-loaded statuses; no query."""
+    return FleetSummary(
+        applications=len(rows),
+        serving_versions=sum(len(r.versions) for r in rows),
+        slo_breached=sum(r.age_level == "breach" for r in rows),
+        slo_warning=sum(r.age_level == "warn" for r in rows),
+        rollouts=sum(len(r.active_rollouts) for r in rows),
+        replica_problems=sum(r.replica_level in ("warn", "breach") for r in rows),
+        firing_alerts=sum(len(r.firing_alerts) for r in rows),
     )

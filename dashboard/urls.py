@@ -3,10 +3,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import health, views
+from . import api, health, views
 
 dashboard_patterns = [
     path("", views.home, name="home"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),
 ]
 
 urlpatterns = [
@@ -18,6 +20,12 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/v1/applications/<slug:slug>/status",
+        api.ApplicationStatusView.as_view(),
+        name="application-status",
+    ),
+    path("api/v1/status", api.FleetStatusView.as_view(), name="fleet-status"),
     path("api/v1/", include("feedback.api.urls")),
     path("api/v1/", include("registry.api.urls")),
 ]

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import (
+    Count,
+    DateTimeField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .exceptions import NotFound
@@ -97,3 +113,63 @@ def alias_version_at(
         .first()
     )
     return row.version if row else None
+
+
+# --- Replica consistency ---
+
+
+@dataclass
+class ReplicaCounts:
+    """How a deployment's replicas compare with what it should serve.
+
+    expected: desired replicas; reporting: replicas with a heartbeat within the deployment's
+    heartbeat_timeout; stale: known replicas without one; mismatched: reporting replicas whose
+    artifact sha256 matches none of the deployment's currently allocated versions.
+    """
+
+    expected: int = 0
+    reporting: int = 0
+    stale: int = 0
+    mismatched: int = 0
+
+    @property
+    def consistent(self) -> int:
+        return self.reporting - self.mismatched
+
+
+def _count_subquery(replicas: QuerySet[Replica]) -> Coalesce:
+    counted = replicas.order_by().values("deployment_id").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def replica_consistency_counts(deployment_ids: Iterable[int]) -> dict[int, ReplicaCounts]:
+    """Replica counts for each deployment id, in one query whatever the fleet size."""
+    ids = list(deployment_ids)
+    if not ids:
+        return {}
+    fresh_after = ExpressionWrapper(
+        Value(timezone.now(), output_field=DateTimeField()) - F("deployment__heartbeat_timeout"),
+        output_field=DateTimeField(),
+    )
+    replicas = Replica.objects.filter(deployment_id=OuterRef("pk"))
+    fresh = replicas.filter(last_heartbeat_at__gte=fresh_after)
+    serving_same_artifact = TrafficAllocation.objects.filter(
+        deployment_id=OuterRef("deployment_id"),
+        valid_to__isnull=True,
+        model_version__sha256=OuterRef("reported_sha256"),
+    )
+    rows = (
+        Deployment.objects.filter(pk__in=ids)
+        .annotate(
+            known=_count_subquery(replicas),
+            reporting=_count_subquery(fresh),
+            mismatched=_count_subquery(fresh.filter(~Exists(serving_same_artifact))),
+        )
+        .values_list("pk", "desired_replicas", "known", "reporting", "mismatched")
+    )
+    return {
+        pk: ReplicaCounts(
+            expected=desired, reporting=reporting, stale=known - reporting, mismatched=mismatched
+        )
+        for pk, desired, known, reporting, mismatched in rows
+    }

@@ -1,0 +1,215 @@
+"""The status API: what serves an application right now, for pipelines, sidecars and pages.
+
+Responses carry a weak ETag over everything except the clock-driven `age_seconds` figures,
+so a client polling with If-None-Match gets 304 until something really changes (a new
+allocation, a replica going stale, a rollout step, an SLO breach) and recomputes ages from
+`trained_at` in between. The body is rendered once and hashed; no cache can serve it stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from registry.permissions import ReadScope
+
+from . import selectors
+
+# --- Serializers: the documented response shape ---
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    status = serializers.IntegerField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class ErrorResponseSerializer(serializers.Serializer):
+    """The API's one error shape: {"error": {status, code, message, fields?}}."""
+
+    error = ErrorDetailSerializer()
+
+
+class ServingVersionSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    version = serializers.IntegerField()
+    role = serializers.CharField(help_text="control, treatment, canary or shadow")
+    weight = serializers.IntegerField(help_text="Percent of live traffic (0 for shadow).")
+    sha256 = serializers.CharField()
+    trained_at = serializers.DateTimeField()
+    age_seconds = serializers.IntegerField(help_text="Now minus trained_at.")
+    slo_breached = serializers.BooleanField(help_text="age_seconds > max_model_age_s")
+    offline_accuracy = serializers.FloatField(allow_null=True)
+    online_accuracy = serializers.FloatField(
+        allow_null=True, help_text="From feedback; null until labelled feedback exists."
+    )
+
+
+class ReplicaCountsSerializer(serializers.Serializer):
+    expected = serializers.IntegerField(help_text="Desired replicas.")
+    reporting = serializers.IntegerField(help_text="Heartbeat within the deployment's timeout.")
+    stale = serializers.IntegerField(help_text="Known replicas whose heartbeat is too old.")
+    mismatched = serializers.IntegerField(
+        help_text="Reporting replicas whose sha256 matches no allocated version."
+    )
+
+
+class VersionRefSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    version = serializers.IntegerField()
+
+
+class RolloutStatusSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    strategy = serializers.CharField()
+    step_index = serializers.IntegerField(help_text="0-based index into the rollout's steps.")
+    step_count = serializers.IntegerField()
+    percent = serializers.IntegerField(allow_null=True, help_text="Candidate traffic share.")
+    baseline = VersionRefSerializer()
+    candidate = VersionRefSerializer()
+    started_at = serializers.DateTimeField(allow_null=True)
+
+
+class FiringAlertSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    severity = serializers.CharField()
+    message = serializers.CharField()
+    deployment = serializers.CharField(allow_null=True)
+    since = serializers.DateTimeField()
+
+
+class DeploymentStatusSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    environment = serializers.CharField()
+    endpoint_url = serializers.CharField()
+    versions = ServingVersionSerializer(many=True)
+    replicas = ReplicaCountsSerializer()
+    active_rollout = RolloutStatusSerializer(allow_null=True)
+
+
+class ApplicationSummarySerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    team = serializers.CharField()
+    criticality = serializers.CharField()
+    max_model_age_s = serializers.IntegerField(help_text="The age SLO in seconds.")
+
+
+class ApplicationStatusSerializer(serializers.Serializer):
+    """What serves one application now; the contract CI/CD and sidecars rely on."""
+
+    application = ApplicationSummarySerializer(source="*")
+    deployments = DeploymentStatusSerializer(many=True)
+    firing_alerts = FiringAlertSerializer(many=True)
+
+
+class FleetStatusSerializer(serializers.Serializer):
+    applications = ApplicationStatusSerializer(many=True)
+
+
+# --- ETag ---
+
+_CLOCK_FIELDS = frozenset({"age_seconds"})
+
+
+def _without_clock(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_clock(v) for k, v in value.items() if k not in _CLOCK_FIELDS}
+    if isinstance(value, list):
+        return [_without_clock(v) for v in value]
+    return value
+
+
+def status_etag(data: Any) -> str:
+    """A weak ETag of the response body, ignoring figures that only move with the clock."""
+    canonical = json.dumps(_without_clock(data), sort_keys=True, default=str)
+    return 'W/"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Weak comparison (RFC 9110 13.1.2) against a list of entity tags, or '*'."""
+    if if_none_match.strip() == "*":
+        return True
+    wanted = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
+
+
+def conditional_response(request: Request, data: Any) -> Response:
+    """200 with an ETag, or 304 without a body when the client already has this state."""
+    etag = status_etag(data)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Authorization, Cookie"}
+    if _matches(request.headers.get("If-None-Match", ""), etag):
+        return Response(status=304, headers=headers)
+    return Response(data, headers=headers)
+
+
+# --- Views ---
+
+_ETAG_HEADER = OpenApiParameter(
+    "If-None-Match",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="An ETag from an earlier response; 304 when nothing but the clock moved.",
+)
+_ERRORS = {
+    304: OpenApiResponse(description="Not modified: the ETag still matches."),
+    401: OpenApiResponse(ErrorResponseSerializer, description="No or invalid credentials."),
+    403: OpenApiResponse(ErrorResponseSerializer, description="Token lacks the read scope."),
+}
+
+
+class ApplicationStatusView(APIView):
+    """Status of one application."""
+
+    permission_classes = [ReadScope]
+
+    @extend_schema(
+        operation_id="application_status",
+        summary="What serves this application now",
+        description=(
+            "Every serving model version per deployment (role, weight, age against the "
+            "application's SLO, offline and online accuracy), replica consistency counts, the "
+            "active rollout and firing alerts. Send If-None-Match with the last ETag to get "
+            "304 until something other than the clock changes."
+        ),
+        tags=["status"],
+        parameters=[_ETAG_HEADER],
+        responses={
+            200: ApplicationStatusSerializer,
+            **_ERRORS,
+            404: OpenApiResponse(ErrorResponseSerializer, description="No such application."),
+        },
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        status = selectors.application_status(slug)
+        return conditional_response(request, ApplicationStatusSerializer(asdict(status)).data)
+
+
+class FleetStatusView(APIView):
+    """Status of every application at once."""
+
+    permission_classes = [ReadScope]
+
+    @extend_schema(
+        operation_id="fleet_status",
+        summary="What serves every application now",
+        description="The per-application status of every application, ordered by slug.",
+        tags=["status"],
+        parameters=[_ETAG_HEADER],
+        responses={200: FleetStatusSerializer, **_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        apps = [asdict(s) for s in selectors.fleet_status()]
+        return conditional_response(request, FleetStatusSerializer({"applications": apps}).data)

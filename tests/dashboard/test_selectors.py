@@ -1,0 +1,111 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from dashboard import selectors
+from registry.exceptions import NotFound
+from registry.selectors import replica_consistency_counts
+
+
+def test_replica_counts_use_each_deployments_own_heartbeat_timeout(
+    deployment_factory, replica_factory
+):
+    patient = deployment_factory(heartbeat_timeout=timedelta(minutes=30), desired_replicas=2)
+    strict = deployment_factory(heartbeat_timeout=timedelta(seconds=30), desired_replicas=2)
+    five_minutes_ago = timezone.now() - timedelta(minutes=5)
+    replica_factory(deployment=patient, last_heartbeat_at=five_minutes_ago)
+    replica_factory(deployment=strict, last_heartbeat_at=five_minutes_ago)
+
+    counts = replica_consistency_counts([patient.pk, strict.pk])
+
+    assert (counts[patient.pk].reporting, counts[patient.pk].stale) == (1, 0)
+    assert (counts[strict.pk].reporting, counts[strict.pk].stale) == (0, 1)
+
+
+def test_replica_counts_treat_a_replica_that_never_reported_as_stale(
+    deployment_factory, replica_factory
+):
+    dep = deployment_factory(desired_replicas=3)
+    replica_factory(deployment=dep, last_heartbeat_at=None)
+
+    counts = replica_consistency_counts([dep.pk])[dep.pk]
+
+    assert (counts.expected, counts.reporting, counts.stale, counts.mismatched) == (3, 0, 1, 0)
+
+
+def test_replica_counts_match_against_current_allocations_only(
+    serving, replica_factory, devops_actor
+):
+    from registry.services import AllocationSpec, set_allocation
+
+    app, dep, control, canary = serving
+    replica_factory(deployment=dep, reported_sha256=control.sha256)
+    set_allocation(
+        actor=devops_actor,
+        deployment=dep,
+        allocations=[AllocationSpec(model_version=canary, weight=100)],
+    )
+
+    counts = replica_consistency_counts([dep.pk])[dep.pk]
+
+    assert (counts.reporting, counts.mismatched, counts.consistent) == (1, 1, 0)
+
+
+def test_replica_counts_of_a_deployment_without_replicas_are_zero(deployment_factory):
+    dep = deployment_factory(desired_replicas=2)
+
+    counts = replica_consistency_counts([dep.pk])[dep.pk]
+
+    assert (counts.expected, counts.reporting, counts.stale, counts.mismatched) == (2, 0, 0, 0)
+
+
+def test_replica_counts_of_no_deployments_cost_no_query(django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert replica_consistency_counts([]) == {}
+
+
+def test_application_status_of_unknown_slug_raises_not_found():
+    with pytest.raises(NotFound):
+        selectors.application_status("nope")
+
+
+@pytest.mark.parametrize(("hours", "level"), [(6, "ok"), (20, "warn"), (25, "breach")])
+def test_application_age_level_is_green_amber_red_against_the_slo(
+    hours,
+    level,
+    application_factory,
+    deployment_factory,
+    model_version_factory,
+    traffic_allocation_factory,
+):
+    app = application_factory(max_model_age=timedelta(hours=24))
+    dep = deployment_factory(application=app)
+    mv = model_version_factory(trained_at=timezone.now() - timedelta(hours=hours))
+    traffic_allocation_factory(deployment=dep, model_version=mv)
+
+    status = selectors.application_status(app.slug)
+
+    assert status.age_level == level
+    assert status.versions[0].slo_breached is (level == "breach")
+
+
+def test_application_replica_level_is_red_when_a_replica_serves_an_unallocated_artifact(
+    serving, replica_factory
+):
+    app, dep, control, canary = serving
+    replica_factory.create_batch(3, deployment=dep, reported_sha256=control.sha256)
+    replica_factory(deployment=dep, reported_sha256="0" * 64)
+
+    status = selectors.application_status(app.slug)
+
+    assert (status.replicas_consistent, status.replicas_expected) == (3, 4)
+    assert status.replica_level == "breach"
+
+
+def test_fleet_summary_counts_breaches_and_rollouts(make_fleet, serving):
+    make_fleet(apps=2)
+
+    summary = selectors.fleet_summary(selectors.fleet_status())
+
+    assert (summary.applications, summary.slo_breached, summary.rollouts) == (3, 1, 2)
