@@ -24,3 +24,6 @@ def requeue_stale_batches_task() -> int:
 def purge_old_feedback_events_task() -> int:
     """Beat: drop raw events past FEEDBACK_RETENTION_DAYS; rollups stay."""
     return services.purge_old_events()
+
+
+from . import alert_tasks  # noqa: E402, F401  rollout automation and alert tasks, for autodiscovery
