@@ -252,6 +252,12 @@ CELERY_BEAT_SCHEDULE["purge-old-feedback-events"] = {
     "schedule": 3600.0,
     "options": {"expires": 3500},
 }
+# Rollouts: advance healthy gradual rollouts, pause / roll back on guardrail failure or SRM
+CELERY_BEAT_SCHEDULE["evaluate-rollouts"] = {
+    "task": "feedback.alert_tasks.evaluate_rollouts_task",
+    "schedule": 300.0,
+    "options": {"expires": 280},
+}
 
 # --- Domain ---
 API_TOKEN_DEFAULT_TTL = timedelta(days=env_int("API_TOKEN_TTL_DAYS", 90))
