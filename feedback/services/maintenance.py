@@ -26,7 +26,9 @@ def requeue_stale_batches(
     """
     now = now or timezone.now()
     stale = IngestBatch.objects.stale(
-        now=now, pending_for=pending_for or requeue_after(), claim_timeout=claim_timeout()
+        now=now,
+        pending_for=requeue_after() if pending_for is None else pending_for,
+        claim_timeout=claim_timeout(),
     )
     exhausted = stale.filter(attempts__gte=MAX_ATTEMPTS).update(state=State.FAILED, finished_at=now)
     if exhausted:

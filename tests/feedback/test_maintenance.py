@@ -1,0 +1,69 @@
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from feedback.models import FeedbackEvent, IngestBatch, QualityRollup
+from feedback.services import purge_old_events, requeue_stale_batches
+from tests.factories.feedback import event
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    ids = []
+    monkeypatch.setattr("feedback.services.maintenance.enqueue_batch", ids.append)
+    return ids
+
+
+def test_requeue_stale_batches_resends_old_pending_and_dead_claims(ingest_batch_factory, sent):
+    long_ago = timezone.now() - timedelta(hours=1)
+    old_pending = ingest_batch_factory(created_at=long_ago)
+    dead_claim = ingest_batch_factory(state="processing", claimed_at=long_ago, attempts=1)
+    ingest_batch_factory()  # fresh: its message is surely still on its way
+    ingest_batch_factory(state="processing", claimed_at=timezone.now(), attempts=1)
+    ingest_batch_factory(state="done", created_at=long_ago)
+
+    requeue_stale_batches()
+
+    assert sorted(sent) == sorted([old_pending.pk, dead_claim.pk])
+
+
+def test_requeue_stale_batches_fails_a_batch_out_of_attempts(ingest_batch_factory, sent):
+    long_ago = timezone.now() - timedelta(hours=1)
+    batch = ingest_batch_factory(state="processing", claimed_at=long_ago, attempts=5)
+
+    requeue_stale_batches()
+
+    batch.refresh_from_db()
+    assert batch.state == IngestBatch.State.FAILED
+    assert sent == []
+
+
+def test_purge_old_events_drops_raw_events_and_keeps_rollups(ingest, app_slug, settings):
+    old = (timezone.now() - timedelta(days=10)).isoformat()
+    ingest([event(app_slug, occurred_at=old), event(app_slug)])
+    settings.FEEDBACK_RETENTION_DAYS = 7
+
+    deleted = purge_old_events()
+
+    assert deleted == 1
+    assert FeedbackEvent.objects.count() == 1
+    assert sum(QualityRollup.objects.values_list("count", flat=True)) == 2
+
+
+def test_failing_expansion_gives_the_batch_back_for_a_retry(ingest_batch_factory, monkeypatch):
+    from feedback.services import ingest_feedback_batch
+
+    batch = ingest_batch_factory(raw=b"[]")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("feedback.services.ingest.check_and_resolve", boom)
+
+    with pytest.raises(RuntimeError):
+        ingest_feedback_batch(batch_id=batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.state, batch.attempts) == ("pending", 1)
+    assert "disk on fire" in batch.last_error
