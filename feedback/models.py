@@ -6,11 +6,14 @@ Models hold data and invariants only; every write goes through feedback.services
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from registry.models import Application, ModelVersion, TimestampedModel
+from registry.models import Application, Deployment, ModelVersion, TimestampedModel
 
 from .querysets import FeedbackEventQuerySet, IngestBatchQuerySet, QualityRollupQuerySet
 
@@ -288,3 +291,208 @@ class FeedbackReport(TimestampedModel):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.title}"
+
+
+# --- Alerts ---
+
+
+class AlertRule(TimestampedModel):
+    """A condition on a quality metric that raises an Alert per target while it holds.
+
+    Direction follows the metric: rates that should be high (accuracy, conversion, clicks)
+    breach when they fall, the others (model age, bad recommendations, replica mismatch)
+    when they rise. `threshold` is an absolute value for the `absolute` comparison and a
+    relative change (0.05 = 5 %) for the comparisons against a baseline or a control arm.
+    """
+
+    class Metric(models.TextChoices):
+        MODEL_AGE = "model_age", "Model age (fraction of the application's SLO)"
+        ACCURACY = "accuracy", "Online accuracy"
+        CONVERSION_RATE = "conversion_rate", "Conversion rate"
+        CLICK_THROUGH_RATE = "click_through_rate", "Click-through rate"
+        BAD_RECOMMENDATION_RATE = "bad_recommendation_rate", "Bad-recommendation rate"
+        REPLICA_MISMATCH = "replica_mismatch", "Replicas serving another artifact"
+
+    class Comparison(models.TextChoices):
+        ABSOLUTE = "absolute", "Absolute threshold"
+        VS_BASELINE_VERSION = "vs_baseline_version", "Relative to the previous version"
+        VS_CONTROL_ARM = "vs_control_arm", "Relative to the control arm"
+
+    class Severity(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        CRITICAL = "critical"
+
+    key = models.SlugField(max_length=64, unique=True, help_text="Stable name, e.g. model-age-slo.")
+    name = models.CharField(max_length=200)
+    metric = models.CharField(max_length=32, choices=Metric.choices)
+    comparison = models.CharField(
+        max_length=24, choices=Comparison.choices, default=Comparison.ABSOLUTE
+    )
+    threshold = models.FloatField()
+    window = models.DurationField(default=timedelta(hours=24))
+    min_sample = models.PositiveIntegerField(
+        default=100, help_text="Fewer observations (per side) than this: no verdict."
+    )
+    severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.WARNING)
+    application = models.ForeignKey(
+        Application,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="alert_rules",
+        help_text="Only this application; empty: every application.",
+    )
+    enabled = models.BooleanField(default=True)
+    builtin = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Alert(TimestampedModel):
+    """One breach of a rule for one target, firing until the condition clears.
+
+    At most one open (firing) alert per rule and target: re-evaluating a breach that is
+    already known updates it instead of raising a duplicate.
+    """
+
+    class State(models.TextChoices):
+        FIRING = "firing"
+        RESOLVED = "resolved"
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    target_key = models.CharField(max_length=128, help_text="e.g. app:3/version:17")
+    application = models.ForeignKey(
+        Application, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    deployment = models.ForeignKey(
+        Deployment, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.FIRING)
+    severity = models.CharField(max_length=16, choices=AlertRule.Severity.choices)
+    summary = models.CharField(max_length=500)
+    value = models.FloatField(null=True, blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(db_index=True)
+    last_seen_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "target_key"],
+                condition=Q(state="firing"),
+                name="%(app_label)s_%(class)s_one_open_per_rule_target",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "application"], name="feedback_alert_state_app")]
+
+    def __str__(self) -> str:
+        return f"{self.rule.key} {self.target_key} ({self.state})"
+
+
+class NotificationChannel(TimestampedModel):
+    """Where alerts are sent: email addresses, or a webhook signed with HMAC-SHA256."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email"
+        WEBHOOK = "webhook"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    target = models.CharField(
+        max_length=500, help_text="Comma-separated addresses, or the webhook URL."
+    )
+    secret = models.CharField(
+        max_length=200, blank=True, help_text="Webhook signing key (HMAC-SHA256)."
+    )
+    min_severity = models.CharField(
+        max_length=16, choices=AlertRule.Severity.choices, default=AlertRule.Severity.WARNING
+    )
+    application = models.ForeignKey(
+        Application,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Only alerts of this application; empty: all.",
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind})"
+
+
+class Notification(TimestampedModel):
+    """One message about one alert event to one channel, retried until delivered or given up."""
+
+    class Event(models.TextChoices):
+        FIRING = "firing"
+        RESOLVED = "resolved"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    delivery_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.ForeignKey(
+        NotificationChannel, on_delete=models.CASCADE, related_name="notifications"
+    )
+    event = models.CharField(max_length=16, choices=Event.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    payload = models.JSONField(help_text="The exact body sent on every attempt.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(db_index=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["alert", "channel", "event"],
+                name="%(app_label)s_%(class)s_once_per_alert_event",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} of alert {self.alert_id} to {self.channel_id} ({self.state})"
+
+
+class NotificationAttempt(models.Model):
+    """The record of one delivery attempt: when, the outcome and how long it took."""
+
+    notification = models.ForeignKey(
+        Notification, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveSmallIntegerField()
+    at = models.DateTimeField()
+    ok = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["notification_id", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["notification", "number"], name="%(app_label)s_%(class)s_unique_number"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of notification {self.notification_id}"
