@@ -220,6 +220,8 @@ def _reference(answers: list[Any], rule: Rule) -> tuple[bool, Any]:
                 break
         else:
             clusters.append([answer])
+    if not clusters:
+        return False, None
     sizes = sorted((len(c) for c in clusters), reverse=True)
     if len(sizes) > 1 and sizes[0] == sizes[1]:
         return False, None

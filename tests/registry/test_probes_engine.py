@@ -202,3 +202,11 @@ def test_probe_runs_replicas_in_parallel(model_servers):
     probe([Target(i, s.url, INPUTS[:1]) for i, s in enumerate(servers)], timeout=1.0)
 
     assert time.monotonic() - started < 0.6  # four 0.2 s answers, four workers
+
+
+def test_compare_group_without_voters_has_no_reference():
+    answers = {1: {"q": ok("cat")}}
+
+    found = compare_group(answers, inputs=[("q", {}, None)], rule=Rule(), voters=set())
+
+    assert found[1].first_difference["reference"] == "no majority"
