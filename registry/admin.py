@@ -109,3 +109,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "prefix", "scopes", "expires_at", "revoked_at", "last_used_at"]
     readonly_fields = ["prefix", "key_hash", "last_used_at", "created_at"]
     list_select_related = ["user"]
+
+
+from . import replica_admin  # noqa: E402, F401  (golden sets, consistency checks)
