@@ -36,15 +36,15 @@ def duration(value: object) -> str:
     seconds = _seconds(value)
     if seconds is None:
         return EMPTY
-    sign, remaining = ("-" if seconds < 0 else ""), int(abs(seconds))
-    parts = []
+    sign, total = ("-" if seconds < 0 else ""), int(abs(seconds))
+    counts = []
     for unit, size in _UNITS:
-        count, remaining = divmod(remaining, size)
-        if count or (unit == "s" and not parts):
-            parts.append(f"{count} {unit}")
-        if len(parts) == 2:
-            break
-    return sign + " ".join(parts)
+        count, total = divmod(total, size)
+        counts.append((count, unit))
+    first = next((i for i, (count, _) in enumerate(counts) if count), len(counts) - 1)
+    # the largest unit, then the next one down unless it is zero: "6 h", never "6 h 8 s"
+    shown = [c for c in counts[first : first + 2] if c[0] or c is counts[first]]
+    return sign + " ".join(f"{count} {unit}" for count, unit in shown)
 
 
 @register.filter

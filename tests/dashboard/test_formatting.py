@@ -12,6 +12,7 @@ from dashboard.templatetags.formatting import bytes_, duration, label, meter, pc
         (0, "0 s"),
         (45, "45 s"),
         (3600, "1 h"),
+        (6 * 3600 + 8, "6 h"),
         (3 * 3600 + 12 * 60 + 5, "3 h 12 m"),
         (2 * 86400 + 3 * 3600, "2 d 3 h"),
         (timedelta(hours=24), "1 d"),
