@@ -3,12 +3,18 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import api, health, views
+from . import api, health, replica_views, views
 
 dashboard_patterns = [
     path("", views.home, name="home"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),
+    path(
+        "deployments/<int:pk>/replicas/",
+        replica_views.deployment_replicas,
+        name="deployment-replicas",
+    ),
+    path("deployments/<int:pk>/replicas/probe/", replica_views.probe_now, name="deployment-probe"),
 ]
 
 urlpatterns = [

@@ -7,6 +7,7 @@ without touching the fleet reads; fold both into a selectors package when either
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import (
@@ -146,3 +147,54 @@ def consistency_check_list() -> QuerySet[ConsistencyCheck]:
 
 def latest_check(deployment_id: int) -> ConsistencyCheck | None:
     return consistency_check_list().filter(deployment_id=deployment_id).first()
+
+
+@dataclass
+class ReplicaPage:
+    """Everything the replica page of one deployment shows (five queries in all).
+
+    Each replica carries `latest_result`: its ReplicaProbeResult in the latest check, if any.
+    """
+
+    deployment: Deployment
+    allocations: list[TrafficAllocation]
+    replicas: list[Replica]
+    latest_check: ConsistencyCheck | None
+
+    @property
+    def expected_sha256(self) -> list[str]:
+        return sorted({a.model_version.sha256 for a in self.allocations})
+
+    @property
+    def stale(self) -> int:
+        return sum(1 for r in self.replicas if r.is_stale)
+
+    @property
+    def mismatched(self) -> int:
+        return sum(1 for r in self.replicas if r.is_mismatched and not r.is_stale)
+
+    @property
+    def inconsistent(self) -> int:
+        return sum(
+            1
+            for r in self.replicas
+            if not r.is_stale and r.last_probe_verdict in ReplicaProbeResult.BAD_VERDICTS
+        )
+
+
+def replica_page(*, deployment_id: int, now: datetime | None = None) -> ReplicaPage | None:
+    """The replica page of a deployment, or None when it does not exist."""
+    deployment = Deployment.objects.select_related("application").filter(pk=deployment_id).first()
+    if deployment is None:
+        return None
+    check = latest_check(deployment_id)
+    results = {r.replica_id: r for r in check.result_list} if check else {}
+    replicas = list(replica_rows(deployment_id=deployment_id, now=now))
+    for replica in replicas:
+        replica.latest_result = results.get(replica.pk)  # type: ignore[attr-defined]
+    return ReplicaPage(
+        deployment=deployment,
+        allocations=current_allocations_of(deployment_id),
+        replicas=replicas,
+        latest_check=check,
+    )

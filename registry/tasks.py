@@ -5,18 +5,23 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from .models import Deployment
+from .models import ConsistencyCheck, Deployment
 from .roles import Actor
 from .services.probes import dispatch_due_probes, probe_deployment, prune_consistency_checks
 
 
 @shared_task(ignore_result=True)
-def probe_deployment_task(deployment_id: int) -> str:
+def probe_deployment_task(
+    deployment_id: int,
+    trigger: str = ConsistencyCheck.Trigger.SCHEDULE,
+    triggered_by: str = "probe",
+) -> str:
     """Probe one deployment's replicas with golden inputs; a redelivery just probes again."""
     deployment = Deployment.objects.select_related("application").filter(pk=deployment_id).first()
     if deployment is None:
         return "gone"  # deleted since it was enqueued
-    return probe_deployment(deployment=deployment, actor=Actor.system("probe")).outcome
+    actor = Actor.system(triggered_by)
+    return probe_deployment(deployment=deployment, actor=actor, trigger=trigger).outcome
 
 
 @shared_task(ignore_result=True)
