@@ -164,11 +164,22 @@ class FeedbackEvent(models.Model):
     event_id = models.UUIDField(primary_key=True)
     occurred_at = models.DateTimeField(db_index=True)
     received_at = models.DateTimeField()
+    # No database FK constraints on this table: each one costs a lookup per inserted row at
+    # commit. The ingest worker checks both ids in the same transaction; Django still
+    # enforces on_delete when an application or version is deleted.
     application = models.ForeignKey(
-        Application, on_delete=models.CASCADE, related_name="+", db_index=False
+        Application,
+        on_delete=models.CASCADE,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     model_version = models.ForeignKey(
-        ModelVersion, on_delete=models.PROTECT, related_name="+", db_index=False
+        ModelVersion,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     kind = models.CharField(max_length=24, choices=FeedbackKind.choices)
     value = models.FloatField(null=True, blank=True)
@@ -187,6 +198,7 @@ class FeedbackEvent(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         db_index=False,
+        db_constraint=False,
     )
 
     objects = FeedbackEventQuerySet.as_manager()

@@ -10,13 +10,13 @@ twice (STYLE R14); a killed worker's transaction rolls back and the batch is tak
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -164,6 +164,12 @@ def _expand(batch_id: int, claimed_at: datetime) -> int:
     )
     if batch is None:
         return 0
+    if connection.vendor == "postgresql":
+        # Safe without waiting for the WAL flush: if the server crashes before this commit is
+        # durable, the whole transaction is lost together, the batch is still pending or
+        # processing in durable state, and the sweeper expands it again.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
     now = timezone.now()
     default_app = batch.default_application.slug if batch.default_application else ""
     checked = check_and_resolve(
@@ -205,8 +211,11 @@ _EVENT_COLUMNS = (
 )  # fmt: skip
 
 
+_STAGE = "feedback_event_stage"
+
+
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _adapters() -> tuple[Callable[[Any], Any], Callable[[datetime], Any]]:
@@ -215,36 +224,75 @@ def _adapters() -> tuple[Callable[[Any], Any], Callable[[datetime], Any]]:
     return uuid_db, connection.ops.adapt_datetimefield_value
 
 
+def _event_rows(
+    candidates: Sequence[Candidate], batch_id: int, received_at: datetime
+) -> tuple[list[tuple], dict[str, Any]]:
+    """DB-ready rows in _EVENT_COLUMNS order, and {str(db key): event_id} to read RETURNING."""
+    uuid_db, dt_db = _adapters()
+    received = dt_db(received_at)
+    rows, keys = [], {}
+    for c in candidates:
+        key = uuid_db(c.event_id)
+        keys[str(key)] = c.event_id
+        rows.append(
+            (
+                key,
+                dt_db(c.occurred_at),
+                received,
+                c.application_id,
+                c.model_version_id,
+                c.kind,
+                c.value,
+                _json(c.prediction),
+                _json(c.label),
+                c.correct,
+                c.request_id,
+                c.segment,
+                _json(c.payload),
+                batch_id,
+            )  # fmt: skip
+        )
+    return rows, keys
+
+
 def insert_events(candidates: Sequence[Candidate], *, batch_id: int, received_at: datetime) -> set:
-    """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING: the event_ids that were new."""
+    """Insert events, skipping known event_ids; return the event_ids that were new.
+
+    PostgreSQL: COPY into a session temp table, then one INSERT ... SELECT ... ON CONFLICT
+    DO NOTHING RETURNING. Elsewhere (SQLite): multi-row INSERT ... ON CONFLICT DO NOTHING
+    RETURNING in chunks. Either way the database says which rows were new.
+    """
     if not candidates:
         return set()
-    uuid_db, dt_db = _adapters()
+    rows, keys = _event_rows(candidates, batch_id, received_at)
     table = connection.ops.quote_name(FeedbackEvent._meta.db_table)
     columns = ", ".join(_EVENT_COLUMNS)
-    row_sql = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
-    received = dt_db(received_at)
-    by_db_key = {}
-    inserted: set = set()
+    returned: list[Any] = []
     with connection.cursor() as cursor:
-        for start in range(0, len(candidates), INSERT_CHUNK_ROWS):
-            chunk = candidates[start : start + INSERT_CHUNK_ROWS]
-            params: list[Any] = []
-            for c in chunk:
-                key = uuid_db(c.event_id)
-                by_db_key[str(key)] = c.event_id
-                params += (
-                    key, dt_db(c.occurred_at), received, c.application_id, c.model_version_id,
-                    c.kind, c.value, _json(c.prediction), _json(c.label), c.correct,
-                    c.request_id, c.segment, _json(c.payload), batch_id,
-                )  # fmt: skip
+        if connection.vendor == "postgresql":
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                params,
+                f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE {table}) ON COMMIT DELETE ROWS"
             )
-            inserted.update(by_db_key[str(row[0])] for row in cursor.fetchall())
-    return inserted
+            cursor.execute(f"TRUNCATE {_STAGE}")
+            with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE} "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            )
+            returned = cursor.fetchall()
+        else:
+            row_sql = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
+            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+                chunk = rows[start : start + INSERT_CHUNK_ROWS]
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
+                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                    [value for row in chunk for value in row],
+                )
+                returned += cursor.fetchall()
+    return {keys[str(row[0])] for row in returned}
 
 
 def add_to_rollups(new_events: Sequence[Candidate]) -> int:

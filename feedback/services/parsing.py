@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from registry.exceptions import InvalidInput
 
 from ..constants import MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES, MAX_ROWS_PER_UPLOAD
@@ -64,8 +66,8 @@ def check_envelope(raw: bytes, fmt: str, *, max_events: int | None = None) -> in
 def _count_events(raw: bytes, fmt: str) -> int:
     if fmt == Format.JSON:
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             raise EnvelopeError(f"the body is not valid JSON: {exc}") from exc
         if isinstance(body, dict):
             return 1
@@ -94,7 +96,7 @@ def _text(raw: bytes) -> str:
 def decode_events(raw: bytes, fmt: str) -> Iterator[tuple[int, Any, RowError | None]]:
     """Yield (index, event-or-None, error-or-None) for every event of a stored submission."""
     if fmt == Format.JSON:
-        body = json.loads(raw)
+        body = orjson.loads(raw)
         events = body if isinstance(body, list) else [body]
         for i, event in enumerate(events):
             yield i, event, None
@@ -102,8 +104,8 @@ def decode_events(raw: bytes, fmt: str) -> Iterator[tuple[int, Any, RowError | N
         lines = (line for line in raw.decode("utf-8-sig").splitlines() if line.strip())
         for i, line in enumerate(lines):
             try:
-                yield i, json.loads(line), None
-            except ValueError as exc:
+                yield i, orjson.loads(line), None
+            except orjson.JSONDecodeError as exc:
                 yield i, None, RowError(i, "__all__", f"not valid JSON: {exc}")
     else:
         yield from _decode_csv(raw.decode("utf-8-sig"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.db.models import Q
 
 from registry.models import Application, ModelVersion, TrafficAllocation
@@ -26,10 +27,9 @@ from .parsing import RowError
 
 KINDS = frozenset(FeedbackKind.values)
 ROLES = frozenset(TrafficAllocation.Role.values)
-LIVE = "live"  # pseudo-role: any non-shadow arm
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """An event that passed the field checks and awaits its model version."""
 
@@ -57,20 +57,50 @@ class Checked:
     errors: list[RowError] = field(default_factory=list)
 
 
-def _string(event: dict, name: str, errors: list[RowError], i: int, max_len: int) -> str:
-    value = event.get(name)
-    if value is None:
+@dataclass(frozen=True)
+class Window:
+    """The accepted range of occurred_at, computed once per batch."""
+
+    oldest: datetime
+    newest: datetime
+    days: int
+
+    @classmethod
+    def at(cls, now: datetime) -> Window:
+        keep = retention()
+        return cls(oldest=now - keep, newest=now + FUTURE_SKEW, days=keep.days)
+
+
+_LABEL = str(FeedbackKind.LABEL)
+_PREDICTION = str(FeedbackKind.PREDICTION)
+_KIND_MESSAGE = f"kind must be one of {', '.join(sorted(KINDS))}"
+_ROLE_MESSAGE = f"role must be one of {', '.join(sorted(ROLES))}"
+_NUMBER = (int, float)
+
+
+def _string(raw: Any, name: str, errors: list[RowError], i: int, max_len: int) -> str:
+    if raw is None:
         return ""
-    if not isinstance(value, str):
+    if type(raw) is not str:
         errors.append(RowError(i, name, f"{name} must be a string"))
         return ""
-    if len(value) > max_len:
+    if len(raw) > max_len:
         errors.append(RowError(i, name, f"{name} is longer than {max_len} characters"))
-    return value
+    return raw
 
 
-def _timestamp(raw: Any, i: int, now: datetime, errors: list[RowError]) -> datetime | None:
-    if not isinstance(raw, str):
+def _event_id(raw: Any, i: int, errors: list[RowError]) -> uuid.UUID | None:
+    if type(raw) is str:
+        try:
+            return uuid.UUID(raw)
+        except ValueError:
+            pass
+    errors.append(RowError(i, "event_id", "event_id is required and must be a UUID string"))
+    return None
+
+
+def _timestamp(raw: Any, i: int, window: Window, errors: list[RowError]) -> datetime | None:
+    if type(raw) is not str:
         errors.append(RowError(i, "occurred_at", "occurred_at is required (ISO 8601 string)"))
         return None
     try:
@@ -80,14 +110,12 @@ def _timestamp(raw: Any, i: int, now: datetime, errors: list[RowError]) -> datet
         return None
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)  # naive timestamps are taken as UTC
-    if at > now + FUTURE_SKEW:
+    if at > window.newest:
         errors.append(RowError(i, "occurred_at", "occurred_at is in the future"))
         return None
-    if at < now - retention():
-        days = retention().days
-        errors.append(
-            RowError(i, "occurred_at", f"occurred_at is older than the {days}-day retention")
-        )
+    if at < window.oldest:
+        message = f"occurred_at is older than the {window.days}-day retention"
+        errors.append(RowError(i, "occurred_at", message))
         return None
     return at
 
@@ -102,7 +130,7 @@ def _version_ref(raw: Any, i: int, errors: list[RowError]) -> tuple[str, int] | 
         number = int(num) if num.isdigit() else None
     elif isinstance(raw, dict):
         name, number = raw.get("model"), raw.get("version")
-    if not isinstance(name, str) or not name or not isinstance(number, int) or number < 1:
+    if not isinstance(name, str) or not name or type(number) is not int or number < 1:
         errors.append(RowError(i, "model_version", 'use "<model>:<version>", e.g. "ranker:3"'))
         return None
     return name, number
@@ -111,7 +139,7 @@ def _version_ref(raw: Any, i: int, errors: list[RowError]) -> tuple[str, int] | 
 def _value(raw: Any, i: int, errors: list[RowError]) -> float | None:
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+    if type(raw) not in _NUMBER or not math.isfinite(raw):  # bool is not a number here
         errors.append(RowError(i, "value", "value must be a finite number"))
         return None
     return float(raw)
@@ -120,58 +148,43 @@ def _value(raw: Any, i: int, errors: list[RowError]) -> float | None:
 def _payload(raw: Any, i: int, errors: list[RowError]) -> Any:
     if raw is None:
         return None
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         errors.append(RowError(i, "payload", "payload must be a JSON object"))
         return None
-    if len(json.dumps(raw)) > MAX_PAYLOAD_BYTES:
+    if len(orjson.dumps(raw)) > MAX_PAYLOAD_BYTES:
         errors.append(RowError(i, "payload", f"payload is larger than {MAX_PAYLOAD_BYTES} bytes"))
     return raw
 
 
-def check_event(i: int, event: Any, now: datetime, default_app: str) -> Candidate | list[RowError]:
-    """Field checks of one event; no database access."""
-    if not isinstance(event, dict):
+def check_event(i: int, event: Any, window: Window, default_app: str) -> Candidate | list[RowError]:
+    """Field checks of one event; no database access. Runs per event: kept lean."""
+    if type(event) is not dict:
         return [RowError(i, "__all__", "an event must be a JSON object")]
+    get = event.get
     errors: list[RowError] = []
-    try:
-        event_id = uuid.UUID(str(event["event_id"])) if "event_id" in event else None
-    except ValueError:
-        event_id = None
-    if event_id is None or not isinstance(event.get("event_id"), str):
-        errors.append(RowError(i, "event_id", "event_id is required and must be a UUID string"))
-    occurred_at = _timestamp(event.get("occurred_at"), i, now, errors)
-    app_slug = _string(event, "application", errors, i, 64) or default_app
-    if not app_slug and not any(e.field == "application" for e in errors):
+    event_id = _event_id(get("event_id"), i, errors)
+    occurred_at = _timestamp(get("occurred_at"), i, window, errors)
+    app_slug = _string(get("application"), "application", errors, i, 64) or default_app
+    if not app_slug and "application" not in event:
         errors.append(RowError(i, "application", "application is required"))
-    kind = event.get("kind")
+    kind = get("kind")
     if kind not in KINDS:
-        errors.append(RowError(i, "kind", f"kind must be one of {', '.join(sorted(KINDS))}"))
-    role = event.get("role")
+        errors.append(RowError(i, "kind", _KIND_MESSAGE))
+    role = get("role")
     if role is not None and role not in ROLES:
-        errors.append(RowError(i, "role", f"role must be one of {', '.join(sorted(ROLES))}"))
-    candidate = Candidate(
-        index=i,
-        event_id=event_id,  # type: ignore[arg-type]
-        occurred_at=occurred_at,  # type: ignore[arg-type]
-        app_slug=app_slug,
-        kind=kind,  # type: ignore[arg-type]
-        value=_value(event.get("value"), i, errors),
-        prediction=event.get("prediction"),
-        label=event.get("label"),
-        request_id=_string(event, "request_id", errors, i, 128),
-        segment=_string(event, "segment", errors, i, 64),
-        payload=_payload(event.get("payload"), i, errors),
-        version_ref=_version_ref(event.get("model_version"), i, errors),
-        role=role,
-    )
-    if kind == FeedbackKind.LABEL and candidate.label is None:
+        errors.append(RowError(i, "role", _ROLE_MESSAGE))
+    request_id = _string(get("request_id"), "request_id", errors, i, 128)
+    prediction, label = get("prediction"), get("label")
+    if kind == _LABEL and label is None:
         errors.append(RowError(i, "label", "a label event needs `label`"))
-    if kind == FeedbackKind.PREDICTION and (
-        candidate.prediction is None or not candidate.request_id
-    ):
-        errors.append(
-            RowError(i, "prediction", "a prediction event needs `prediction` and `request_id`")
-        )
+    elif kind == _PREDICTION and (prediction is None or not request_id):
+        message = "a prediction event needs `prediction` and `request_id`"
+        errors.append(RowError(i, "prediction", message))
+    candidate = Candidate(
+        i, event_id, occurred_at, app_slug, kind, _value(get("value"), i, errors),  # type: ignore[arg-type]
+        prediction, label, request_id, _string(get("segment"), "segment", errors, i, 64),
+        _payload(get("payload"), i, errors), _version_ref(get("model_version"), i, errors), role,
+    )  # fmt: skip
     return errors or candidate
 
 
@@ -195,6 +208,8 @@ class Resolver:
         self.apps = dict(Application.objects.filter(slug__in=slugs).values_list("slug", "pk"))
         refs = {c.version_ref for c in candidates if c.version_ref}
         self.versions = self._versions(refs)
+        self.span: tuple[datetime, datetime] = (datetime.min, datetime.min)
+        self._steady: dict[tuple[int, str | None], int | str] = {}
         self.allocations = self._allocations(candidates)
 
     @staticmethod
@@ -215,6 +230,7 @@ class Resolver:
             return {}
         start = min(c.occurred_at for c in needing)
         end = max(c.occurred_at for c in needing)
+        self.span = (start, end)
         rows = TrafficAllocation.objects.filter(
             deployment__application_id__in=self.apps.values(), valid_from__lte=end
         ).filter(Q(valid_to__isnull=True) | Q(valid_to__gt=start))
@@ -232,7 +248,23 @@ class Resolver:
         return by_app
 
     def version_at(self, app_id: int, at: datetime, role: str | None) -> int | str:
-        """The version serving `app_id` at `at` (in `role`), or why there is not exactly one."""
+        """The version serving `app_id` at `at` (in `role`), or why there is not exactly one.
+
+        When no allocation of the application changed during the batch's time span (the usual
+        case) the answer is the same for every event: it is computed once.
+        """
+        key = (app_id, role)
+        if key in self._steady:
+            return self._steady[key]
+        answer = self._version_at(app_id, at, role)
+        start, end = self.span
+        if all(
+            r[1] <= start and (r[2] is None or r[2] > end) for r in self.allocations.get(app_id, ())
+        ):
+            self._steady[key] = answer
+        return answer
+
+    def _version_at(self, app_id: int, at: datetime, role: str | None) -> int | str:
         rows = [
             r
             for r in self.allocations.get(app_id, ())
@@ -325,11 +357,12 @@ def check_and_resolve(
 ) -> Checked:
     """Run every check; return the events to insert and the per-event errors, by index."""
     out = Checked()
+    window = Window.at(now)
     for i, event, error in events:
         if error is not None:
             out.errors.append(error)
             continue
-        result = check_event(i, event, now, default_app)
+        result = check_event(i, event, window, default_app)
         if isinstance(result, Candidate):
             out.candidates.append(result)
         else:
