@@ -258,6 +258,17 @@ CELERY_BEAT_SCHEDULE["evaluate-rollouts"] = {
     "schedule": 300.0,
     "options": {"expires": 280},
 }
+# Alerts: evaluate every rule each minute; re-send notifications whose retry is due
+CELERY_BEAT_SCHEDULE["evaluate-alert-rules"] = {
+    "task": "feedback.alert_tasks.evaluate_alert_rules_task",
+    "schedule": 60.0,
+    "options": {"expires": 55},
+}
+CELERY_BEAT_SCHEDULE["retry-due-notifications"] = {
+    "task": "feedback.alert_tasks.retry_due_notifications_task",
+    "schedule": 30.0,
+    "options": {"expires": 25},
+}
 
 # --- Domain ---
 API_TOKEN_DEFAULT_TTL = timedelta(days=env_int("API_TOKEN_TTL_DAYS", 90))
@@ -271,6 +282,19 @@ REPLICA_PROBE_PATH = os.environ.get("REPLICA_PROBE_PATH", "/predict")
 REPLICA_PROBE_TIMEOUT_S = float(env_int("REPLICA_PROBE_TIMEOUT_MS", 5000)) / 1000
 REPLICA_PROBE_CONCURRENCY = env_int("REPLICA_PROBE_CONCURRENCY", 8)
 REPLICA_PROBE_RETENTION = timedelta(days=env_int("PROBE_RETENTION_DAYS", 14))
+# Alert e-mail: SMTP when EMAIL_HOST is set, else printed to the console (dev)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=True)
+EMAIL_TIMEOUT = 10
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "modelops@localhost")
 
 LOGGING = {
     "version": 1,
