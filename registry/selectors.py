@@ -28,6 +28,7 @@ from .models import (
     AliasAssignment,
     Application,
     AuditEvent,
+    ConsistencyCheck,
     Deployment,
     ModelAlias,
     ModelVersion,
@@ -125,12 +126,17 @@ class ReplicaCounts:
     expected: desired replicas; reporting: replicas with a heartbeat within the deployment's
     heartbeat_timeout; stale: known replicas without one; mismatched: reporting replicas whose
     artifact sha256 matches none of the deployment's currently allocated versions.
+    inconsistent: reporting replicas whose last golden-input probe found them divergent or
+    mismatched; last_check_at / last_check_outcome: the deployment's latest probe run.
     """
 
     expected: int = 0
     reporting: int = 0
     stale: int = 0
     mismatched: int = 0
+    inconsistent: int = 0
+    last_check_at: datetime | None = None
+    last_check_outcome: str = ""
 
     @property
     def consistent(self) -> int:
@@ -158,18 +164,41 @@ def replica_consistency_counts(deployment_ids: Iterable[int]) -> dict[int, Repli
         valid_to__isnull=True,
         model_version__sha256=OuterRef("reported_sha256"),
     )
+    latest_check = ConsistencyCheck.objects.filter(deployment_id=OuterRef("pk")).order_by(
+        "-started_at", "-id"
+    )
     rows = (
         Deployment.objects.filter(pk__in=ids)
         .annotate(
             known=_count_subquery(replicas),
             reporting=_count_subquery(fresh),
             mismatched=_count_subquery(fresh.filter(~Exists(serving_same_artifact))),
+            inconsistent=_count_subquery(
+                fresh.filter(last_probe_verdict__in=["divergent", "mismatched"])
+            ),
+            last_check_at=Subquery(latest_check.values("started_at")[:1]),
+            last_check_outcome=Subquery(latest_check.values("outcome")[:1]),
         )
-        .values_list("pk", "desired_replicas", "known", "reporting", "mismatched")
+        .values_list(
+            "pk",
+            "desired_replicas",
+            "known",
+            "reporting",
+            "mismatched",
+            "inconsistent",
+            "last_check_at",
+            "last_check_outcome",
+        )
     )
     return {
         pk: ReplicaCounts(
-            expected=desired, reporting=reporting, stale=known - reporting, mismatched=mismatched
+            expected=desired,
+            reporting=reporting,
+            stale=known - reporting,
+            mismatched=mismatched,
+            inconsistent=inconsistent,
+            last_check_at=check_at,
+            last_check_outcome=outcome or "",
         )
-        for pk, desired, known, reporting, mismatched in rows
+        for pk, desired, known, reporting, mismatched, inconsistent, check_at, outcome in rows
     }

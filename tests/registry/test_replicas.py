@@ -11,6 +11,7 @@ from registry.replica_selectors import (
     live_replicas,
     replica_rows,
 )
+from registry.selectors import replica_consistency_counts
 from registry.services import record_heartbeat
 from registry.services.probes import ProbeOptions, probe_deployment, save_golden_set
 from registry.tasks import probe_deployment_task, probe_due_deployments_task
@@ -221,3 +222,57 @@ def test_probe_tasks_are_routed_to_the_probes_queue():
     route = celery_app.amqp.router.route({}, probe_deployment_task.name)
 
     assert route["queue"].name == "probes"
+
+
+# --- consistency counts of the status endpoint ---
+
+
+def test_replica_consistency_counts_include_probe_verdicts(
+    traffic_allocation, model_servers, system_actor
+):
+    save_golden_set(
+        actor=system_actor,
+        registered_model=traffic_allocation.model_version.registered_model,
+        name="g",
+        inputs=[{"input": {"x": 1}}],
+    )
+    for i, server in enumerate(model_servers("A", "A", "B")):
+        beat(traffic_allocation, f"pod-{i}", url=server.url)
+    check = probe_deployment(
+        deployment=traffic_allocation.deployment,
+        actor=system_actor,
+        options=ProbeOptions(timeout=0.3),
+    )
+
+    counts = replica_consistency_counts([traffic_allocation.deployment.pk])[
+        traffic_allocation.deployment.pk
+    ]
+
+    assert (counts.reporting, counts.mismatched, counts.inconsistent) == (3, 0, 1)
+    assert (counts.last_check_at, counts.last_check_outcome) == (check.started_at, "inconsistent")
+
+
+def test_replica_consistency_counts_without_checks(traffic_allocation):
+    beat(traffic_allocation)
+
+    counts = replica_consistency_counts([traffic_allocation.deployment.pk])[
+        traffic_allocation.deployment.pk
+    ]
+
+    assert (counts.inconsistent, counts.last_check_at, counts.last_check_outcome) == (0, None, "")
+
+
+@pytest.mark.parametrize("size", [1, 10])
+def test_replica_consistency_counts_query_count_is_flat(
+    traffic_allocation_factory, system_actor, django_assert_max_num_queries, size
+):
+    allocations = traffic_allocation_factory.create_batch(size)
+    for allocation in allocations:
+        beat(allocation)
+        probe_deployment(deployment=allocation.deployment, actor=system_actor)
+
+    with django_assert_max_num_queries(1):
+        counts = replica_consistency_counts([a.deployment.pk for a in allocations])
+
+    assert len(counts) == size
+    assert all(c.last_check_outcome == "skipped" for c in counts.values())
