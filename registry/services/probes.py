@@ -36,9 +36,10 @@ from .audit import record_audit_event
 Verdict = ReplicaProbeResult.Verdict
 Outcome = ConsistencyCheck.Outcome
 
-# Sent after the audit event whenever a deployment's replicas start or stop disagreeing.
-# kwargs: check (ConsistencyCheck), inconsistent (bool), bad_replicas ({instance_id: verdict}).
-# The alerting of the feedback app connects here, so registry never imports it (STYLE R2).
+# Sent after every probe that finds bad replicas (inconsistent=True) or all replicas agreeing
+# (inconsistent=False); kwargs: check, inconsistent, bad_replicas ({instance_id: verdict}).
+# feedback.replica_alerts connects here to raise/resolve alerts: registry never imports
+# feedback (STYLE R2).
 replica_consistency_changed = Signal()
 
 MAX_GOLDEN_INPUTS = 500
@@ -379,9 +380,9 @@ def _store_check(
         for pk, f in findings.items()
         if f.verdict in ReplicaProbeResult.BAD_VERDICTS
     }
-    if bad and bad != previous_bad:
-        report_inconsistency(check=check, bad_replicas=bad)
-    elif not bad and previous_bad and outcome != Outcome.SKIPPED:
+    if bad:
+        report_inconsistency(check=check, bad_replicas=bad, changed=bad != previous_bad)
+    elif outcome == Outcome.CONSISTENT:
         report_consistency_restored(check=check, previous_bad=previous_bad)
     return check
 
@@ -389,40 +390,47 @@ def _store_check(
 # --- Reporting (the seam towards alerting) ---
 
 
-def report_inconsistency(*, check: ConsistencyCheck, bad_replicas: dict[str, str]) -> None:
-    """Record that replicas of a deployment disagree or serve the wrong artifact.
+def report_inconsistency(
+    *, check: ConsistencyCheck, bad_replicas: dict[str, str], changed: bool = True
+) -> None:
+    """Report that replicas of a deployment disagree or serve the wrong artifact.
 
-    Called only when the set of bad replicas changes, so a standing problem is one event,
-    not one per probe. Receivers of `replica_consistency_changed` (alerting) run in the
-    same transaction.
+    The audit event is written only when the set of bad replicas `changed`, so a standing
+    problem is one event, not one per probe; the signal goes out on every such check, and
+    its receivers (the feedback app's alerting, which deduplicates) run in this transaction.
     """
     deployment = check.deployment
-    names = ", ".join(f"{k} ({v})" for k, v in sorted(bad_replicas.items()))
-    record_audit_event(
-        actor=Actor.system("probe"),
-        kind="replica.inconsistent",
-        target=deployment,
-        application=deployment.application,
-        reason=f"consistency check {check.pk}: {names}",
-        after={"check": check.pk, "bad_replicas": bad_replicas, "counts": check.counts},
-    )
+    if changed:
+        names = ", ".join(f"{k} ({v})" for k, v in sorted(bad_replicas.items()))
+        record_audit_event(
+            actor=Actor.system("probe"),
+            kind="replica.inconsistent",
+            target=deployment,
+            application=deployment.application,
+            reason=f"consistency check {check.pk}: {names}",
+            after={"check": check.pk, "bad_replicas": bad_replicas, "counts": check.counts},
+        )
     replica_consistency_changed.send(
         sender=ConsistencyCheck, check=check, inconsistent=True, bad_replicas=bad_replicas
     )
 
 
 def report_consistency_restored(*, check: ConsistencyCheck, previous_bad: dict[str, str]) -> None:
-    """Record that a deployment's replicas agree again (ends what report_inconsistency began)."""
+    """Report that every probed replica agrees (ends what report_inconsistency began).
+
+    Audited only when some replica was bad before; the signal (resolve, idempotent) always.
+    """
     deployment = check.deployment
-    record_audit_event(
-        actor=Actor.system("probe"),
-        kind="replica.consistent",
-        target=deployment,
-        application=deployment.application,
-        reason=f"consistency check {check.pk}: replicas agree again",
-        before={"bad_replicas": previous_bad},
-        after={"check": check.pk, "counts": check.counts},
-    )
+    if previous_bad:
+        record_audit_event(
+            actor=Actor.system("probe"),
+            kind="replica.consistent",
+            target=deployment,
+            application=deployment.application,
+            reason=f"consistency check {check.pk}: replicas agree again",
+            before={"bad_replicas": previous_bad},
+            after={"check": check.pk, "counts": check.counts},
+        )
     replica_consistency_changed.send(
         sender=ConsistencyCheck, check=check, inconsistent=False, bad_replicas={}
     )
