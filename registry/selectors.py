@@ -94,6 +94,33 @@ def audit_event_list() -> QuerySet[AuditEvent]:
     return AuditEvent.objects.select_related("application")
 
 
+def alias_list() -> QuerySet[ModelAlias]:
+    """Aliases with the version each points at; filter by registered_model."""
+    return ModelAlias.objects.select_related("registered_model", "version")
+
+
+def alias_detail_list() -> QuerySet[ModelAlias]:
+    """Aliases with their full assignment history (newest first), two queries in all."""
+    history = AliasAssignment.objects.select_related("version", "assigned_by").order_by(
+        "-assigned_at", "-id"
+    )
+    return alias_list().prefetch_related(
+        Prefetch("history", queryset=history, to_attr="history_list")
+    )
+
+
+def model_versions_by_number(
+    pairs: list[tuple[str, int]],
+) -> dict[tuple[str, int], ModelVersion]:
+    """{(model name, version number): version} for the pairs that exist, in one query."""
+    wanted = Q(pk__in=[])
+    for name, number in set(pairs):
+        wanted |= Q(registered_model__name=name, version=number)
+    return {
+        (mv.registered_model.name, mv.version): mv for mv in model_version_list().filter(wanted)
+    }
+
+
 def active_rollouts() -> QuerySet[Rollout]:
     return Rollout.objects.filter(state__in=Rollout.ACTIVE_STATES).select_related(
         "baseline_version__registered_model", "candidate_version__registered_model"

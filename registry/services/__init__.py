@@ -11,6 +11,7 @@ from .catalog import (
     move_alias,
     register_version,
     set_version_stage,
+    update_application,
 )
 from .replicas import record_heartbeat
 from .rollouts import (
@@ -50,5 +51,6 @@ __all__ = [
     "revoke_api_token",
     "set_allocation",
     "set_version_stage",
+    "update_application",
     "validate_allocation",
 ]

@@ -57,6 +57,43 @@ def create_application(
     return app
 
 
+APPLICATION_EDITABLE = ("name", "team", "criticality", "max_model_age", "description")
+
+
+def _application_snapshot(app: Application) -> dict[str, Any]:
+    out = {f: getattr(app, f) for f in APPLICATION_EDITABLE}
+    out["max_model_age"] = app.max_model_age.total_seconds()
+    return out
+
+
+@transaction.atomic
+def update_application(
+    *, actor: Actor, application: Application, reason: str = "", **changes: Any
+) -> Application:
+    """Change an application's name, team, criticality, SLO or description (never its slug)."""
+    unknown = sorted(set(changes) - set(APPLICATION_EDITABLE))
+    if unknown:
+        raise InvalidInput(f"cannot change {', '.join(unknown)}", field=unknown[0])
+    app = Application.objects.select_for_update().get(pk=application.pk)
+    before = _application_snapshot(app)
+    for name, value in changes.items():
+        setattr(app, name, value)
+    after = _application_snapshot(app)
+    if after == before:
+        return app  # nothing changes: no audit noise
+    app.save(update_fields=[*changes, "updated_at"])
+    record_audit_event(
+        actor=actor,
+        kind="application.updated",
+        target=app,
+        application=app,
+        reason=reason,
+        before={k: v for k, v in before.items() if after[k] != v},
+        after={k: v for k, v in after.items() if before[k] != v},
+    )
+    return app
+
+
 @transaction.atomic
 def create_registered_model(
     *,
