@@ -16,6 +16,7 @@ from typing import Literal
 from django.db.models import Prefetch, QuerySet
 from django.utils import timezone
 
+from feedback.alert_selectors import firing_alerts_for
 from feedback.selectors import online_accuracy_by_version
 from registry.exceptions import NotFound
 from registry.models import Application, Deployment, Rollout, TrafficAllocation
@@ -308,8 +309,20 @@ def online_accuracy(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], f
 
 
 def firing_alerts(application_ids: list[int]) -> dict[int, list[FiringAlert]]:
-    """Firing alerts per application id; alerting does not exist yet, so none fire."""
-    return {}
+    """Firing alerts per application id, newest first, in one query."""
+    out: dict[int, list[FiringAlert]] = {}
+    for a in firing_alerts_for(application_ids):
+        out.setdefault(a.application_id, []).append(
+            FiringAlert(
+                id=a.pk,
+                name=a.rule.name,
+                severity=a.severity,
+                message=a.summary,
+                deployment=a.deployment.name if a.deployment else None,
+                since=a.started_at,
+            )
+        )
+    return out
 
 
 # --- Fleet summary (the counters above the fleet table) ---

@@ -183,8 +183,9 @@ def test_application_status_query_count_is_constant(
 ):
     [app] = make_fleet(apps=1, deployments=size, versions=size, replicas=2 * size)
 
-    # application, deployments, allocations, replica counts, rollouts, online accuracy
-    with django_assert_num_queries(6):
+    # application, deployments, allocations, replica counts, rollouts, online accuracy,
+    # firing alerts
+    with django_assert_num_queries(7):
         response = api_client.get(status_url(app.slug))
 
     assert response.status_code == 200
@@ -197,7 +198,7 @@ def test_fleet_status_query_count_is_constant(
 ):
     make_fleet(apps=size, deployments=2, versions=size, replicas=size)
 
-    with django_assert_num_queries(6):  # + online accuracy
+    with django_assert_num_queries(7):  # + online accuracy, firing alerts
         response = api_client.get(reverse("fleet-status"))
 
     assert response.status_code == 200
