@@ -87,7 +87,7 @@ def test_home_query_count_is_constant(logged_in, make_fleet, django_assert_num_q
     make_fleet(apps=size, deployments=2, versions=size, replicas=size)
 
     # session, user, 5 for the fleet, the user's groups in the menu
-    with django_assert_num_queries(9):  # + firing alerts
+    with django_assert_num_queries(10):  # + online accuracy, firing alerts
         response = logged_in.get(reverse("dashboard:home"))
 
     assert response.content.decode().count("data-app=") == size
