@@ -2,6 +2,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from . import views
+from .rollouts_analysis import RolloutAnalysisView
 
 app_name = "feedback-api"
 
@@ -17,5 +18,7 @@ urlpatterns = [
         batches.as_view({"get": "retrieve"}),
         name="ingest-batch-detail",
     ),
+    # before the registry router (dashboard/urls.py includes this module first)
+    path("rollouts/<int:pk>/analysis", RolloutAnalysisView.as_view(), name="rollout-analysis"),
     *router.urls,
 ]

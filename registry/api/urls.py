@@ -8,6 +8,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from . import views
+from .rollouts import RolloutViewSet
 
 app_name = "registry-api"
 
@@ -18,6 +19,7 @@ router.register("versions", views.VersionViewSet, basename="version")
 router.register("deployments", views.DeploymentViewSet, basename="deployment")
 router.register("replicas", views.ReplicaViewSet, basename="replica")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
+router.register("rollouts", RolloutViewSet, basename="rollout")
 
 model_versions = views.ModelVersionsViewSet.as_view({"get": "list", "post": "create"})
 model_version = views.ModelVersionsViewSet.as_view({"get": "retrieve"})
