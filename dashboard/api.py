@@ -30,7 +30,9 @@ class ErrorDetailSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     code = serializers.CharField()
     message = serializers.CharField()
-    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False
+    )
 
 
 class ErrorResponseSerializer(serializers.Serializer):

@@ -27,7 +27,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path(
-        "api/v1/applications/<slug:slug>/status",
+        "api/v1/applications/<str:slug>/status",
         api.ApplicationStatusView.as_view(),
         name="application-status",
     ),
