@@ -258,6 +258,11 @@ CELERY_BEAT_SCHEDULE["purge-old-feedback-events"] = {
     "schedule": 3600.0,
     "options": {"expires": 3500},
 }
+CELERY_BEAT_SCHEDULE["poll-due-feedback-sources"] = {
+    "task": "feedback.tasks.poll_due_feedback_sources_task",
+    "schedule": 30.0,
+    "options": {"expires": 25},
+}
 # Rollouts: advance healthy gradual rollouts, pause / roll back on guardrail failure or SRM
 CELERY_BEAT_SCHEDULE["evaluate-rollouts"] = {
     "task": "feedback.alert_tasks.evaluate_rollouts_task",

@@ -27,3 +27,9 @@ def purge_old_feedback_events_task() -> int:
 
 
 from . import alert_tasks  # noqa: E402, F401  rollout automation and alert tasks, for autodiscovery
+
+
+@shared_task
+def poll_due_feedback_sources_task() -> int:
+    """Beat: poll every pull source whose schedule (or back-off) has come round."""
+    return services.poll_due_sources()

@@ -14,16 +14,24 @@ from .ingest import (
 )
 from .maintenance import purge_old_events, requeue_stale_batches
 from .parsing import EnvelopeError
+from .reports import acknowledge_report, file_report, resolve_report, serving_version
+from .sources import poll_due_sources, poll_source
 
 __all__ = [
     "EnvelopeError",
     "IdempotencyConflict",
+    "acknowledge_report",
     "add_to_rollups",
     "claim_batch",
     "enqueue_batch",
+    "file_report",
     "ingest_feedback_batch",
     "insert_events",
+    "poll_due_sources",
+    "poll_source",
     "purge_old_events",
     "requeue_stale_batches",
+    "resolve_report",
+    "serving_version",
     "submit_batch",
 ]
