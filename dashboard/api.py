@@ -63,6 +63,15 @@ class ReplicaCountsSerializer(serializers.Serializer):
     mismatched = serializers.IntegerField(
         help_text="Reporting replicas whose sha256 matches no allocated version."
     )
+    inconsistent = serializers.IntegerField(
+        help_text="Reporting replicas whose last golden-input probe was divergent or mismatched."
+    )
+    last_check_at = serializers.DateTimeField(
+        allow_null=True, help_text="Start of the latest consistency check (probe run)."
+    )
+    last_check_outcome = serializers.CharField(
+        help_text="consistent, inconsistent, incomplete or skipped; empty if never probed."
+    )
 
 
 class VersionRefSerializer(serializers.Serializer):

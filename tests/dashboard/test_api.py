@@ -67,7 +67,22 @@ def test_application_status_counts_stale_and_mismatched_replicas(
         "reporting": 3,
         "stale": 1,
         "mismatched": 1,
+        "inconsistent": 0,
+        "last_check_at": None,
+        "last_check_outcome": "",
     }
+
+
+def test_application_status_counts_replicas_whose_last_probe_diverged(
+    api_client, serving, replica_factory
+):
+    app, dep, control, canary = serving
+    replica_factory(deployment=dep, reported_sha256=control.sha256, last_probe_verdict="divergent")
+    replica_factory(deployment=dep, reported_sha256=control.sha256, last_probe_verdict="ok")
+
+    response = api_client.get(status_url("home-feed"))
+
+    assert response.json()["deployments"][0]["replicas"]["inconsistent"] == 1
 
 
 def test_application_status_shows_the_active_rollout(api_client, serving, rollout_factory):
