@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
-from .models import IngestBatch, QualityRollup
+from .models import FeedbackReport, IngestBatch, QualityRollup
 from .statistics import wilson_interval
 
 ONLINE_WINDOW = timedelta(days=7)  # the window of "online accuracy" on status pages
@@ -112,3 +112,25 @@ def online_accuracy_by_version(
         if value is not None:
             out[key] = value
     return out
+
+
+# --- Reports ---
+
+
+def report_list() -> QuerySet[FeedbackReport]:
+    """Reports with everything their list row shows, newest first."""
+    return FeedbackReport.objects.select_related(
+        "application",
+        "model_version__registered_model",
+        "reported_by",
+        "acknowledged_by",
+        "resolved_by",
+    )
+
+
+def report_counts() -> dict[str, int]:
+    """{state: number of reports}, every state present, in one query."""
+    counts = dict.fromkeys(FeedbackReport.State.values, 0)
+    rows = FeedbackReport.objects.order_by().values_list("state").annotate(n=Count("pk"))
+    counts.update(dict(rows))
+    return counts

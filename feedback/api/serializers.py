@@ -95,5 +95,5 @@ class FeedbackReportInput(serializers.Serializer):
     )
 
 
-class TransitionInput(serializers.Serializer):
+class ReportTransitionInput(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000)

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
@@ -14,15 +20,23 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from registry.models import Application
-from registry.permissions import FeedbackWrite
-from registry.roles import Actor
+from registry.exceptions import InvalidInput
+from registry.models import ApiToken, Application, ModelVersion
+from registry.permissions import FeedbackWrite, ScopedPermission
+from registry.roles import DEVOPS, Actor
 
 from .. import selectors, services
 from ..constants import MAX_REQUEST_BYTES
-from ..models import IngestBatch
+from ..models import FeedbackReport, IngestBatch
 from ..services import EnvelopeError
-from .serializers import FeedbackEventInput, FeedbackUploadInput, IngestBatchSerializer
+from .serializers import (
+    FeedbackEventInput,
+    FeedbackReportInput,
+    FeedbackReportSerializer,
+    FeedbackUploadInput,
+    IngestBatchSerializer,
+    ReportTransitionInput,
+)
 
 Format = IngestBatch.Format
 ERROR = OpenApiTypes.OBJECT
@@ -176,3 +190,115 @@ class IngestBatchViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, views
 
     def get_queryset(self) -> Any:
         return selectors.ingest_batch_list(user=self.request.user)
+
+
+# --- Reports from people ---
+
+
+class TriageWrite(ScopedPermission):
+    """Filing needs feedback:write and devops or product; triage needs devops."""
+
+    write_scope = ApiToken.Scope.FEEDBACK_WRITE
+    write_roles = (DEVOPS,)
+
+
+REPORT_ERRORS = {
+    400: OpenApiResponse(ERROR, description="Invalid input (field-level messages)."),
+    401: OpenApiResponse(ERROR, description="No valid token."),
+    403: OpenApiResponse(ERROR, description="Token lacks the scope, or the user the role."),
+    404: OpenApiResponse(ERROR, description="No such report."),
+}
+
+
+@extend_schema_view(
+    list=extend_schema(responses={200: FeedbackReportSerializer, **REPORT_ERRORS}),
+    retrieve=extend_schema(responses={200: FeedbackReportSerializer, **REPORT_ERRORS}),
+)
+class FeedbackReportViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    """Problems people reported with a model, and their triage."""
+
+    queryset = FeedbackReport.objects.none()
+    serializer_class = FeedbackReportSerializer
+    filterset_fields = ["state", "severity", "kind"]
+    ordering_fields = ["created_at", "severity"]
+
+    def get_queryset(self) -> Any:
+        return selectors.report_list()
+
+    def get_permissions(self) -> list[Any]:
+        if self.action == "create":
+            return [FeedbackWrite()]
+        if self.action in ("acknowledge", "resolve"):
+            return [TriageWrite()]
+        return super().get_permissions()
+
+    @extend_schema(
+        request=FeedbackReportInput,
+        responses={201: FeedbackReportSerializer, **REPORT_ERRORS},
+    )
+    def create(self, request: Request) -> Response:
+        body = FeedbackReportInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        slug = data.pop("application")
+        application = Application.objects.filter(slug=slug).first()
+        if application is None:
+            raise InvalidInput(f"unknown application {slug!r}", field="application")
+        ref = data.pop("model_version", None)
+        report = services.file_report(
+            actor=Actor.of(request.user, request.auth),
+            application=application,
+            model_version=resolve_version_ref(ref) if ref else None,
+            **data,
+        )
+        return Response(FeedbackReportSerializer(report).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=ReportTransitionInput,
+        responses={
+            200: FeedbackReportSerializer,
+            409: OpenApiResponse(ERROR, description="Not allowed from the current state."),
+            **REPORT_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request: Request, pk: str) -> Response:
+        return self._transition(request, pk, services.acknowledge_report)
+
+    @extend_schema(
+        request=ReportTransitionInput,
+        responses={
+            200: FeedbackReportSerializer,
+            409: OpenApiResponse(ERROR, description="Not allowed from the current state."),
+            **REPORT_ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def resolve(self, request: Request, pk: str) -> Response:
+        return self._transition(request, pk, services.resolve_report)
+
+    def _transition(self, request: Request, pk: str, service: Any) -> Response:
+        report = self.get_object()
+        body = ReportTransitionInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        report = service(
+            actor=Actor.of(request.user, request.auth),
+            report_id=report.pk,
+            note=body.validated_data.get("note", ""),
+        )
+        return Response(FeedbackReportSerializer(report).data)
+
+
+def resolve_version_ref(ref: str) -> ModelVersion:
+    """'<model>:<version>' -> the version, or a field-level 400."""
+    name, _, number = ref.rpartition(":")
+    version = (
+        ModelVersion.objects.filter(registered_model__name=name, version=int(number)).first()
+        if name and number.isdigit()
+        else None
+    )
+    if version is None:
+        raise InvalidInput(f"unknown model version {ref!r}", field="model_version")
+    return version

@@ -175,3 +175,56 @@ def test_multipart_upload_goes_the_same_path(writer, app_slug):
     ingest_feedback_batch(batch_id=batch.pk)
     batch.refresh_from_db()
     assert (batch.source, batch.format, batch.accepted) == ("upload", "jsonl", 3)
+
+
+# --- Reports ---
+
+REPORTS = "/api/v1/feedback-reports/"
+
+
+def test_file_report_through_the_api(writer, served):
+    app = served.deployment.application
+
+    response = writer.post(
+        REPORTS,
+        {"application": app.slug, "kind": "conversion_drop", "title": "Checkout fell 20%",
+         "severity": "high", "example_request_ids": ["r1"]},
+        format="json",
+    )  # fmt: skip
+
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["state"], body["severity"], body["application"]) == ("open", "high", app.slug)
+    assert body["model_version"] == str(served.model_version)
+
+
+def test_file_report_for_an_unknown_application_is_400(writer):
+    response = writer.post(
+        REPORTS, {"application": "nope", "kind": "other", "title": "x"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "application" in response.json()["error"]["fields"]
+
+
+def test_triage_through_the_api_needs_devops(
+    writer, devops_user, token_client, feedback_report_factory
+):
+    report = feedback_report_factory()
+    url = f"{REPORTS}{report.pk}/acknowledge/"
+
+    assert writer.post(url, {}, format="json").status_code == 403
+    response = token_client(devops_user, "read", "feedback:write").post(url, {}, format="json")
+
+    assert response.status_code == 200
+    report.refresh_from_db()
+    assert report.acknowledged_by == devops_user
+
+
+def test_resolving_twice_is_409(devops_user, token_client, feedback_report_factory):
+    report = feedback_report_factory(state="resolved")
+    client = token_client(devops_user, "read", "feedback:write")
+
+    response = client.post(f"{REPORTS}{report.pk}/resolve/", {"note": "again"}, format="json")
+
+    assert response.status_code == 409
