@@ -19,26 +19,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from registry.api.serializers import error_responses
 from registry.permissions import ReadScope
 
 from . import selectors
 
 # --- Serializers: the documented response shape ---
-
-
-class ErrorDetailSerializer(serializers.Serializer):
-    status = serializers.IntegerField()
-    code = serializers.CharField()
-    message = serializers.CharField()
-    fields = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()), required=False
-    )
-
-
-class ErrorResponseSerializer(serializers.Serializer):
-    """The API's one error shape: {"error": {status, code, message, fields?}}."""
-
-    error = ErrorDetailSerializer()
 
 
 class ServingVersionSerializer(serializers.Serializer):
@@ -174,11 +160,7 @@ _ETAG_HEADER = OpenApiParameter(
     required=False,
     description="An ETag from an earlier response; 304 when nothing but the clock moved.",
 )
-_ERRORS = {
-    304: OpenApiResponse(description="Not modified: the ETag still matches."),
-    401: OpenApiResponse(ErrorResponseSerializer, description="No or invalid credentials."),
-    403: OpenApiResponse(ErrorResponseSerializer, description="Token lacks the read scope."),
-}
+_NOT_MODIFIED = {304: OpenApiResponse(description="Not modified: the ETag still matches.")}
 
 
 class ApplicationStatusView(APIView):
@@ -199,8 +181,8 @@ class ApplicationStatusView(APIView):
         parameters=[_ETAG_HEADER],
         responses={
             200: ApplicationStatusSerializer,
-            **_ERRORS,
-            404: OpenApiResponse(ErrorResponseSerializer, description="No such application."),
+            **_NOT_MODIFIED,
+            **error_responses(401, 403, 404),
         },
     )
     def get(self, request: Request, slug: str) -> Response:
@@ -219,7 +201,7 @@ class FleetStatusView(APIView):
         description="The per-application status of every application, ordered by slug.",
         tags=["status"],
         parameters=[_ETAG_HEADER],
-        responses={200: FleetStatusSerializer, **_ERRORS},
+        responses={200: FleetStatusSerializer, **_NOT_MODIFIED, **error_responses(401, 403)},
     )
     def get(self, request: Request) -> Response:
         apps = [asdict(s) for s in selectors.fleet_status()]
