@@ -53,7 +53,7 @@ seed: migrate  ## Build the demo fleet (idempotent) and print the demo logins
 
 # Issue 7 adds SIMULATE=1 (a traffic/feedback simulator process): hook it in here and in
 # the Procfile, e.g. `honcho start ... simulate` when SIMULATE is set.
-run: static seed  ## Serve the dashboard on http://127.0.0.1:$${PORT:-8000} with web, worker and beat
+run: static seed  ## Serve web + Celery worker + beat on http://127.0.0.1:8000 (PORT), demo data
 	@echo "==> starting web (gunicorn), Celery worker and beat with honcho; Ctrl-C stops them"
 	@echo "==> http://127.0.0.1:$${PORT:-8000}/  (API docs: /api/docs/)"
 	$(LOAD_ENV) exec $(BIN)/honcho -f Procfile start --port $${PORT:-8000}
