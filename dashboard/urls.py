@@ -19,6 +19,7 @@ dashboard_patterns = [
 
 urlpatterns = [
     path("", include((dashboard_patterns, "dashboard"))),
+    path("feedback/", include("feedback.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -35,3 +36,5 @@ urlpatterns = [
     path("api/v1/", include("feedback.api.urls")),
     path("api/v1/", include("registry.api.urls")),
 ]
+
+handler404 = "registry.api.views.not_found"  # JSON under /api/, HTML elsewhere

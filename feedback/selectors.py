@@ -10,7 +10,7 @@ from typing import Any
 from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
-from .models import FeedbackReport, IngestBatch, QualityRollup
+from .models import FeedbackReport, FeedbackSource, IngestBatch, QualityRollup
 from .statistics import wilson_interval
 
 ONLINE_WINDOW = timedelta(days=7)  # the window of "online accuracy" on status pages
@@ -134,3 +134,8 @@ def report_counts() -> dict[str, int]:
     rows = FeedbackReport.objects.order_by().values_list("state").annotate(n=Count("pk"))
     counts.update(dict(rows))
     return counts
+
+
+def sources_of(application: Any) -> QuerySet[FeedbackSource]:
+    """An application's pull sources with their last success and error."""
+    return FeedbackSource.objects.filter(application=application).order_by("name")
