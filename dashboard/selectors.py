@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import F, Prefetch, QuerySet
 from django.utils import timezone
 
 from feedback.alert_selectors import firing_alerts_for
 from feedback.selectors import online_accuracy_by_version
 from registry.exceptions import NotFound
-from registry.models import Application, Deployment, Rollout, TrafficAllocation
+from registry.models import ApiToken, Application, Deployment, Rollout, TrafficAllocation
 from registry.selectors import (
     ReplicaCounts,
     active_rollouts,
@@ -349,4 +349,14 @@ def fleet_summary(rows: list[ApplicationStatus]) -> FleetSummary:
         rollouts=sum(len(r.active_rollouts) for r in rows),
         replica_problems=sum(r.replica_level in ("warn", "breach") for r in rows),
         firing_alerts=sum(len(r.firing_alerts) for r in rows),
+    )
+
+
+# --- API tokens ---
+
+
+def api_tokens_of(user: Any) -> QuerySet[ApiToken]:
+    """A user's API tokens, live ones first, newest first."""
+    return ApiToken.objects.filter(user=user).order_by(
+        F("revoked_at").asc(nulls_first=True), "-created_at"
     )

@@ -45,8 +45,7 @@ def home(request: HttpRequest) -> HttpResponse:
 def _token_page(
     request: HttpRequest, form: TokenCreateForm, created: tuple[ApiToken, str] | None = None
 ) -> HttpResponse:
-    tokens = ApiToken.objects.filter(user=request.user).order_by("revoked_at", "-created_at")
-    context = {"tokens": tokens, "form": form, "created": created}
+    context = {"tokens": selectors.api_tokens_of(request.user), "form": form, "created": created}
     response = render(request, "dashboard/tokens.html", context, status=201 if created else 200)
     if created:
         response["Cache-Control"] = "no-store"  # the secret must not linger in any cache

@@ -49,6 +49,30 @@ def test_home_renders_one_row_per_application(logged_in, serving, application_fa
     assert "10%" in html
 
 
+def test_home_shows_offline_and_online_accuracy_per_version(logged_in, serving):
+    from django.utils import timezone
+
+    from feedback.models import QualityRollup
+
+    app, dep, control, canary = serving
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    QualityRollup.objects.create(
+        application=app,
+        model_version=control,
+        kind="label",
+        hour=hour,
+        count=200,
+        correct=177,
+        labelled=200,
+    )
+
+    html = logged_in.get(reverse("dashboard:home")).content.decode()
+
+    assert f"v{control.version}</span> <span" in html
+    assert "90.0%" in html  # offline, from the registered metrics
+    assert "88.5%" in html  # online: 177 of 200 labelled
+
+
 def test_home_loads_vendored_scripts_from_this_site(logged_in):
     html = logged_in.get(reverse("dashboard:home")).content.decode()
 
@@ -172,6 +196,21 @@ def test_tokens_rejects_a_missing_name_and_bad_expiry(client, viewer_user):
     assert response.status_code == 200
     assert response.content.decode().count('class="field-error"') == 2
     assert not ApiToken.objects.exists()
+
+
+def test_tokens_lists_live_tokens_before_revoked_ones(client, devops_user, make_token):
+    from registry.roles import Actor
+    from registry.services import revoke_api_token
+
+    client.force_login(devops_user)
+    make_token(devops_user, "read")
+    old = ApiToken.objects.get(user=devops_user)
+    revoke_api_token(actor=Actor.of(devops_user), token=old)
+    make_token(devops_user, "read")
+
+    html = client.get(reverse("dashboard:tokens")).content.decode()
+
+    assert html.index("Revoke</button>") < html.index(">revoked</span>")
 
 
 def test_tokens_revoke_redirects_and_revokes(client, devops_user, make_token):
