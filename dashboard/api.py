@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -115,23 +114,74 @@ class FleetStatusSerializer(serializers.Serializer):
     applications = ApplicationStatusSerializer(many=True)
 
 
+# --- Payload: built straight from the selector's dataclasses; the serializers document it ---
+#
+# DRF serializers cost ~1 ms per application here (500 applications: 0.4 s); these plain
+# builders produce the same JSON, and the schema fuzz test checks they still match the schema.
+
+
+def _rollout_payload(r: selectors.RolloutStatus | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "id": r.id,
+        "state": r.state,
+        "strategy": r.strategy,
+        "step_index": r.step_index,
+        "step_count": r.step_count,
+        "percent": r.percent,
+        "baseline": {"model": r.baseline.model, "version": r.baseline.version},
+        "candidate": {"model": r.candidate.model, "version": r.candidate.version},
+        "started_at": r.started_at,
+    }
+
+
+def _application_payload(
+    s: selectors.ApplicationStatus, clock: list[tuple[dict[str, Any], int]]
+) -> dict[str, Any]:
+    """One application's body; age_seconds is left null and recorded in `clock` to fill later."""
+    deployments = []
+    for d in s.deployments:
+        versions = []
+        for v in d.versions:
+            row = {
+                "model": v.model,
+                "version": v.version,
+                "role": v.role,
+                "weight": v.weight,
+                "sha256": v.sha256,
+                "trained_at": v.trained_at,
+                "age_seconds": None,
+                "slo_breached": v.slo_breached,
+                "offline_accuracy": v.offline_accuracy,
+                "online_accuracy": v.online_accuracy,
+            }
+            clock.append((row, v.age_seconds))
+            versions.append(row)
+        deployments.append(
+            {
+                "name": d.name,
+                "environment": d.environment,
+                "endpoint_url": d.endpoint_url,
+                "versions": versions,
+                "replicas": dict(vars(d.replicas)),
+                "active_rollout": _rollout_payload(d.active_rollout),
+            }
+        )
+    return {
+        "application": {
+            "slug": s.slug,
+            "name": s.name,
+            "team": s.team,
+            "criticality": s.criticality,
+            "max_model_age_s": s.max_model_age_s,
+        },
+        "deployments": deployments,
+        "firing_alerts": [dict(vars(a)) for a in s.firing_alerts],
+    }
+
+
 # --- ETag ---
-
-_CLOCK_FIELDS = frozenset({"age_seconds"})
-
-
-def _without_clock(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _without_clock(v) for k, v in value.items() if k not in _CLOCK_FIELDS}
-    if isinstance(value, list):
-        return [_without_clock(v) for v in value]
-    return value
-
-
-def status_etag(data: Any) -> str:
-    """A weak ETag of the response body, ignoring figures that only move with the clock."""
-    canonical = json.dumps(_without_clock(data), sort_keys=True, default=str)
-    return 'W/"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -142,13 +192,22 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
 
 
-def conditional_response(request: Request, data: Any) -> Response:
-    """200 with an ETag, or 304 without a body when the client already has this state."""
-    etag = status_etag(data)
+def conditional_response(
+    request: Request, payload: dict[str, Any], clock: list[tuple[dict[str, Any], int]]
+) -> Response:
+    """200 with a weak ETag, or 304 without a body when the client already has this state.
+
+    The ETag hashes the body while every age_seconds is still null, so the passing of time
+    alone never changes it; the ages are filled in afterwards.
+    """
+    canonical = json.dumps(payload, default=str, separators=(",", ":"))
+    etag = 'W/"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Authorization, Cookie"}
     if _matches(request.headers.get("If-None-Match", ""), etag):
         return Response(status=304, headers=headers)
-    return Response(data, headers=headers)
+    for row, age in clock:
+        row["age_seconds"] = age
+    return Response(payload, headers=headers)
 
 
 # --- Views ---
@@ -186,8 +245,9 @@ class ApplicationStatusView(APIView):
         },
     )
     def get(self, request: Request, slug: str) -> Response:
-        status = selectors.application_status(slug)
-        return conditional_response(request, ApplicationStatusSerializer(asdict(status)).data)
+        clock: list[tuple[dict[str, Any], int]] = []
+        payload = _application_payload(selectors.application_status(slug), clock)
+        return conditional_response(request, payload, clock)
 
 
 class FleetStatusView(APIView):
@@ -204,5 +264,6 @@ class FleetStatusView(APIView):
         responses={200: FleetStatusSerializer, **_NOT_MODIFIED, **error_responses(401, 403)},
     )
     def get(self, request: Request) -> Response:
-        apps = [asdict(s) for s in selectors.fleet_status()]
-        return conditional_response(request, FleetStatusSerializer({"applications": apps}).data)
+        clock: list[tuple[dict[str, Any], int]] = []
+        apps = [_application_payload(s, clock) for s in selectors.fleet_status()]
+        return conditional_response(request, {"applications": apps}, clock)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from feedback.alert_selectors import firing_alerts_for
@@ -23,7 +23,6 @@ from registry.models import ApiToken, Application, Deployment, Rollout, TrafficA
 from registry.selectors import (
     ReplicaCounts,
     active_rollouts,
-    current_allocations,
     replica_consistency_counts,
 )
 
@@ -186,85 +185,131 @@ def fleet_status() -> list[ApplicationStatus]:
     return _statuses(Application.objects.all())
 
 
+# Plain rows rather than model instances: at fleet scale, building thousands of instances and
+# parsing their unused timestamps cost more than every query together.
+_APP_COLUMNS = ("id", "slug", "name", "team", "criticality", "max_model_age")
+_DEPLOYMENT_COLUMNS = (
+    "id",
+    "application_id",
+    "name",
+    "environment",
+    "endpoint_url",
+    "desired_replicas",
+)
+_ALLOCATION_COLUMNS = (
+    "deployment_id",
+    "role",
+    "weight",
+    "model_version_id",
+    "model_version__version",
+    "model_version__sha256",
+    "model_version__trained_at",
+    "model_version__registered_model__name",
+    "model_version__metrics__accuracy",
+)
+
+
 def _statuses(applications: QuerySet[Application]) -> list[ApplicationStatus]:
     """Three queries for applications, deployments and allocations, then one per figure family."""
-    deployments = Deployment.objects.order_by("name").prefetch_related(
-        Prefetch("allocations", queryset=current_allocations(), to_attr="current_allocations")
-    )
-    apps = list(
-        applications.order_by("slug").prefetch_related(
-            Prefetch("deployments", queryset=deployments, to_attr="deployment_list")
-        )
-    )
+    apps = list(applications.order_by("slug").values_list(*_APP_COLUMNS))
     if not apps:
         return []
-    deployment_ids = [d.pk for a in apps for d in a.deployment_list]
-    version_pairs = {
-        (a.pk, row.model_version_id)
-        for a in apps
-        for d in a.deployment_list
-        for row in d.current_allocations
-    }
+    deployments = list(
+        Deployment.objects.filter(application_id__in=[a[0] for a in apps])
+        .order_by("application_id", "name")
+        .values_list(*_DEPLOYMENT_COLUMNS)
+    )
+    deployment_ids = [d[0] for d in deployments]
+    allocations = (
+        TrafficAllocation.objects.filter(valid_to__isnull=True, deployment_id__in=deployment_ids)
+        .order_by("deployment_id", "-weight", "model_version_id")
+        .values_list(*_ALLOCATION_COLUMNS)
+    )
+    rows_by_deployment: dict[int, list[tuple[Any, ...]]] = {}
+    for row in allocations:
+        rows_by_deployment.setdefault(row[0], []).append(row)
+    app_of = {d[0]: d[1] for d in deployments}
     ctx = _Context(
         now=timezone.now(),
+        allocations=rows_by_deployment,
         replicas=replica_counts(deployment_ids),
         rollouts=rollouts_by_deployment(deployment_ids),
-        online=online_accuracy(version_pairs),
-        alerts=firing_alerts([a.pk for a in apps]),
+        online=online_accuracy(
+            {
+                (app_of[dep_id], row[3])
+                for dep_id, rows in rows_by_deployment.items()
+                for row in rows
+            }
+        ),
+        alerts=firing_alerts([a[0] for a in apps]),
     )
-    return [_application(app, ctx) for app in apps]
+    deployments_of: dict[int, list[tuple[Any, ...]]] = {}
+    for d in deployments:
+        deployments_of.setdefault(d[1], []).append(d)
+    return [_application(app, deployments_of.get(app[0], []), ctx) for app in apps]
 
 
 @dataclass(frozen=True)
 class _Context:
     now: datetime
+    allocations: dict[int, list[tuple[Any, ...]]]
     replicas: dict[int, ReplicaCounts]
     rollouts: dict[int, RolloutStatus]
     online: dict[tuple[int, int], float]
     alerts: dict[int, list[FiringAlert]]
 
 
-def _application(app: Application, ctx: _Context) -> ApplicationStatus:
-    slo_s = max(int(app.max_model_age.total_seconds()), 1)
+def _application(
+    app: tuple[Any, ...], deployments: list[tuple[Any, ...]], ctx: _Context
+) -> ApplicationStatus:
+    app_id, slug, name, team, criticality, max_model_age = app
+    slo_s = max(int(max_model_age.total_seconds()), 1)
     return ApplicationStatus(
-        id=app.pk,
-        slug=app.slug,
-        name=app.name,
-        team=app.team,
-        criticality=app.criticality,
+        id=app_id,
+        slug=slug,
+        name=name,
+        team=team,
+        criticality=criticality,
         max_model_age_s=slo_s,
         deployments=[
             DeploymentStatus(
-                id=d.pk,
-                name=d.name,
-                environment=d.environment,
-                endpoint_url=d.endpoint_url,
-                versions=[_version(app.pk, row, slo_s, ctx) for row in d.current_allocations],
-                replicas=ctx.replicas.get(d.pk, ReplicaCounts(expected=d.desired_replicas)),
-                active_rollout=ctx.rollouts.get(d.pk),
+                id=dep_id,
+                name=dep_name,
+                environment=environment,
+                endpoint_url=endpoint_url,
+                versions=[
+                    _version(app_id, row, slo_s, ctx) for row in ctx.allocations.get(dep_id, [])
+                ],
+                replicas=ctx.replicas.get(dep_id, ReplicaCounts(expected=desired)),
+                active_rollout=ctx.rollouts.get(dep_id),
             )
-            for d in app.deployment_list
+            for dep_id, _, dep_name, environment, endpoint_url, desired in deployments
         ],
-        firing_alerts=ctx.alerts.get(app.pk, []),
+        firing_alerts=ctx.alerts.get(app_id, []),
     )
 
 
-def _version(app_id: int, row: TrafficAllocation, slo_s: int, ctx: _Context) -> ServingVersion:
-    mv = row.model_version
-    age_s = max(int((ctx.now - mv.trained_at).total_seconds()), 0)
+def _version(app_id: int, row: tuple[Any, ...], slo_s: int, ctx: _Context) -> ServingVersion:
+    _, role, weight, version_id, number, sha256, trained_at, model, accuracy = row
+    age_s = max(int((ctx.now - trained_at).total_seconds()), 0)
     return ServingVersion(
-        version_id=mv.pk,
-        model=mv.registered_model.name,
-        version=mv.version,
-        role=row.role,
-        weight=row.weight,
-        sha256=mv.sha256,
-        trained_at=mv.trained_at,
+        version_id=version_id,
+        model=model,
+        version=number,
+        role=role,
+        weight=weight,
+        sha256=sha256,
+        trained_at=trained_at,
         age_seconds=age_s,
         slo_breached=age_s > slo_s,
         age_ratio=age_s / slo_s,
-        offline_accuracy=mv.offline_accuracy,
-        online_accuracy=ctx.online.get((app_id, mv.pk)),
+        # same rule as ModelVersion.offline_accuracy: a number, or nothing
+        offline_accuracy=(
+            float(accuracy)
+            if isinstance(accuracy, int | float) and not isinstance(accuracy, bool)
+            else None
+        ),
+        online_accuracy=ctx.online.get((app_id, version_id)),
     )
 
 

@@ -239,3 +239,23 @@ def test_fleet_status_supports_etags(api_client, serving):
     response = api_client.get(reverse("fleet-status"), HTTP_IF_NONE_MATCH=f'"other", {etag}')
 
     assert response.status_code == 304
+
+
+def test_application_status_lists_firing_alerts(api_client, serving):
+    from feedback.services.alerts import raise_alert
+
+    app, dep, control, canary = serving
+    raise_alert(
+        rule_key="replica-probe-mismatch",
+        target_key=f"d:{dep.pk}",
+        summary="2 replicas disagree",
+        application=app,
+        deployment=dep,
+    )
+
+    [alert] = api_client.get(status_url("home-feed")).json()["firing_alerts"]
+
+    assert alert["message"] == "2 replicas disagree"
+    assert alert["deployment"] == "prod"
+    assert alert["since"].endswith("Z")
+    assert set(alert) == {"id", "name", "severity", "message", "deployment", "since"}
