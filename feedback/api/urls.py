@@ -2,11 +2,14 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from . import views
+from .alerts import AlertRuleViewSet, AlertViewSet
 from .rollouts_analysis import RolloutAnalysisView
 
 app_name = "feedback-api"
 
 router = DefaultRouter()
+router.register("alerts", AlertViewSet, basename="alert")
+router.register("alert-rules", AlertRuleViewSet, basename="alert-rule")
 router.register("feedback-reports", views.FeedbackReportViewSet, basename="feedback-report")
 
 batches = views.IngestBatchViewSet

@@ -36,7 +36,7 @@ from .serializers import (
 from .views import SafeLookupMixin, actor_of, validated
 
 READ_ERRORS = error_responses(401, 403, 404)
-LIST_ERRORS = error_responses(400, 401, 403)
+LIST_ERRORS = error_responses(400, 401, 403, 404)
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409)
 ROLLOUT_ID = [OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH)]
 
@@ -123,7 +123,7 @@ class RolloutCreateInput(StrictInput):
         return attrs
 
 
-class TransitionInput(StrictInput):
+class RolloutTransitionInput(StrictInput):
     reason = StrictCharField(max_length=2000, help_text="Why; written into the audit log.")
 
 
@@ -149,7 +149,7 @@ def _transition_schema(verb: str, what: str) -> Any:
         summary=f"{verb} the rollout (devops, registry:write)",
         description=f"{what} Illegal from the rollout's current state: 409.",
         parameters=ROLLOUT_ID,
-        request=TransitionInput,
+        request=RolloutTransitionInput,
         responses={200: RolloutSerializer, **WRITE_ERRORS},
     )
 
@@ -192,7 +192,7 @@ class RolloutViewSet(
 
     def _act(self, request: Request, name: str) -> Response:
         rollout = self.get_object()
-        data = validated(TransitionInput, request)
+        data = validated(RolloutTransitionInput, request)
         services.ROLLOUT_ACTIONS[name](
             actor=actor_of(request), rollout_id=rollout.pk, reason=data["reason"]
         )
