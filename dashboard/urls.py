@@ -3,10 +3,11 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import api, health, replica_views, views
+from . import alert_views, api, health, replica_views, views
 
 dashboard_patterns = [
     path("", views.home, name="home"),
+    path("alerts/", alert_views.alerts, name="alerts"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),
     path(
