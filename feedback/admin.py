@@ -78,3 +78,6 @@ class QualityRollupAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+from . import alert_admin  # noqa: E402, F401  alert rules, channels, alerts, deliveries

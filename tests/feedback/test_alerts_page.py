@@ -47,3 +47,15 @@ def test_alerts_page_query_count_is_flat(client, viewer_user, django_assert_max_
         response = client.get("/alerts/")
 
     assert response.content.decode().count("data-alert=") == 10
+
+
+def test_alert_admin_pages_render(admin_client):
+    raise_alert(rule_key="replica-probe-mismatch", target_key="d:1", summary="x")
+
+    for url in (
+        "/admin/feedback/alert/",
+        "/admin/feedback/alertrule/",
+        "/admin/feedback/notificationchannel/add/",
+        "/admin/feedback/notificationattempt/",
+    ):
+        assert admin_client.get(url).status_code == 200, url
