@@ -37,3 +37,5 @@ urlpatterns = [
     path("api/v1/", include("feedback.api.urls")),
     path("api/v1/", include("registry.api.urls")),
 ]
+
+handler404 = "registry.api.views.not_found"  # JSON under /api/, HTML elsewhere

@@ -146,8 +146,12 @@ class AuditEventFilterSet(filters.FilterSet):
         return queryset.filter(Q(actor__username=value) | Q(actor_label=value))
 
 
+BOOLEANS = {None, "true", "false", "True", "False", "1", "0"}
+
+
 class StrictFilterBackend(DjangoFilterBackend):
-    """DjangoFilterBackend that refuses typed query parameters given empty (`?since=`).
+    """DjangoFilterBackend that refuses typed query parameters given empty (`?since=`),
+    and booleans that are not one (django-filter reads `?active=null` as "no filter").
 
     An HTML form sends empty fields meaning "no filter", but an API client that sends
     `?stage=` or `?since=` made a mistake the schema forbids; say so with a 400.
@@ -157,11 +161,13 @@ class StrictFilterBackend(DjangoFilterBackend):
         filterset = super().get_filterset(request, queryset, view)
         if filterset is None:
             return None
-        empty = [
-            name
-            for name, f in filterset.filters.items()
-            if not isinstance(f, filters.CharFilter) and request.query_params.get(name) == ""
-        ]
-        if empty:
-            raise ValidationError({name: ["Must not be empty."] for name in empty})
+        errors: dict[str, list[str]] = {}
+        for name, f in filterset.filters.items():
+            value = request.query_params.get(name)
+            if value == "" and not isinstance(f, filters.CharFilter):
+                errors[name] = ["Must not be empty."]
+            elif isinstance(f, filters.BooleanFilter) and value not in BOOLEANS:
+                errors[name] = ["Must be true or false."]
+        if errors:
+            raise ValidationError(errors)
         return filterset

@@ -305,8 +305,14 @@ class RegisteredModelCreateInput(StrictInput):
     reason = reason_field()
 
 
+def url_or_empty(what: str) -> serializers.CharField:
+    """A URL field that may be blank: documented as a plain string, since "" is no URI."""
+    return serializers.CharField(read_only=True, help_text=f"{what} URL, or empty.")
+
+
 class ModelVersionSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="registered_model.name", read_only=True)
+    pipeline_url = url_or_empty("Pipeline run")
     metrics = serializers.SerializerMethodField(help_text="Offline metrics, name -> value.")
 
     class Meta:
@@ -437,6 +443,7 @@ class AllocationSerializer(serializers.ModelSerializer):
 
 class DeploymentSerializer(serializers.ModelSerializer):
     application = serializers.CharField(source="application.slug")
+    endpoint_url = url_or_empty("Endpoint")
     heartbeat_timeout_seconds = serializers.SerializerMethodField()
     allocations = AllocationSerializer(many=True, source="current_allocations", read_only=True)
 
@@ -526,6 +533,7 @@ class AllocationStateSerializer(serializers.Serializer):
 
 class ReplicaSerializer(serializers.ModelSerializer):
     application = serializers.CharField(source="deployment.application.slug")
+    url = url_or_empty("Probe")
     reported_model = serializers.SerializerMethodField()
     reported_version = serializers.SerializerMethodField()
 

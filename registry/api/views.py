@@ -12,8 +12,9 @@ from datetime import timedelta
 from typing import Any
 
 from django.db.models import QuerySet
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views import defaults
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -546,3 +547,14 @@ class AuditEventViewSet(SafeLookupMixin, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> QuerySet:
         return selectors.audit_event_list()
+
+
+# --- URLs that match no route ---
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: API clients get the common JSON error shape, browsers the HTML page."""
+    if request.path.startswith("/api/"):
+        body = {"error": {"status": 404, "code": "not_found", "message": "Not found."}}
+        return JsonResponse(body, status=404)
+    return defaults.page_not_found(request, exception)
