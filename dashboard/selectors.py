@@ -149,10 +149,10 @@ class ApplicationStatus:
 
     @property
     def replica_level(self) -> Level:
-        """breach: a replica serves an unallocated artifact; warn: missing or stale replicas."""
+        """Red: a replica serves an unallocated artifact, or none reports; amber: gaps."""
         if not self.deployments:
             return "none"
-        if self.replicas_mismatched:
+        if self.replicas_mismatched or (self.replicas_expected and not self.replicas_consistent):
             return "breach"
         if self.replicas_consistent < self.replicas_expected or self.replicas_stale:
             return "warn"
@@ -381,6 +381,7 @@ class FleetSummary:
     slo_warning: int
     rollouts: int
     replica_problems: int
+    replica_critical: int
     firing_alerts: int
 
 
@@ -393,6 +394,7 @@ def fleet_summary(rows: list[ApplicationStatus]) -> FleetSummary:
         slo_warning=sum(r.age_level == "warn" for r in rows),
         rollouts=sum(len(r.active_rollouts) for r in rows),
         replica_problems=sum(r.replica_level in ("warn", "breach") for r in rows),
+        replica_critical=sum(r.replica_level == "breach" for r in rows),
         firing_alerts=sum(len(r.firing_alerts) for r in rows),
     )
 

@@ -109,3 +109,25 @@ def test_fleet_summary_counts_breaches_and_rollouts(make_fleet, serving):
     summary = selectors.fleet_summary(selectors.fleet_status())
 
     assert (summary.applications, summary.slo_breached, summary.rollouts) == (3, 1, 2)
+
+
+def test_application_replica_level_is_red_when_no_replica_reports(serving, replica_factory):
+    app, dep, control, canary = serving
+    replica_factory.create_batch(
+        4,
+        deployment=dep,
+        reported_sha256=control.sha256,
+        last_heartbeat_at=timezone.now() - timedelta(hours=1),
+    )
+
+    status = selectors.application_status(app.slug)
+
+    assert (status.replicas_consistent, status.replicas_stale) == (0, 4)
+    assert status.replica_level == "breach"
+
+
+def test_application_replica_level_is_amber_when_a_replica_is_missing(serving, replica_factory):
+    app, dep, control, canary = serving
+    replica_factory.create_batch(3, deployment=dep, reported_sha256=control.sha256)
+
+    assert selectors.application_status(app.slug).replica_level == "warn"
