@@ -1,9 +1,11 @@
 """Rollout analysis: hourly rollups of the two arms → per-arm figures, tests and verdicts.
 
-The arms are the rollout's baseline and candidate versions within its application. Only
-whole hours since the rollout started count (a rollup bucket whose hour began before the
-start mixes pre-rollout traffic into the baseline); the sample-ratio test reads only whole
-hours since the current step began, when the configured split was constant.
+The arms are the rollout's baseline and candidate versions within its application, from the
+hour in which the rollout started (so figures appear at once; that first bucket also holds
+the baseline's traffic of the minutes before the start). The sample-ratio test reads only
+whole hours since the current step began, when the configured split was constant all hour:
+a bucket straddling a change of split would otherwise look like a mismatch. A step's
+sample counts the candidate's exposures from the hour its step began.
 
 Every number that would be NaN or infinite is None and the verdict says "not_enough_data".
 """
@@ -89,8 +91,12 @@ class ArmSeries:
         return self.baseline[-1], self.candidate[-1]
 
 
+def floor_hour(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
 def ceil_hour(at: datetime) -> datetime:
-    floor = at.replace(minute=0, second=0, microsecond=0)
+    floor = floor_hour(at)
     return floor if floor == at else floor + timedelta(hours=1)
 
 
@@ -339,7 +345,7 @@ def analyse_rollout(
     if rollout.started_at is None:
         series, since = ArmSeries(), None
     else:
-        since = ceil_hour(rollout.started_at)
+        since = floor_hour(rollout.started_at)
         end = rollout.finished_at or now
         series = rollout_series(rollout, since=since, until=end)
     metrics = [proportion_metric(m, series) for m in PROPORTIONS] + [
@@ -401,7 +407,7 @@ def step_progress(rollout: Rollout, *, now: datetime) -> dict[str, Any]:
     step = rollout.steps[rollout.current_step] if rollout.current_step < len(rollout.steps) else {}
     started = rollout.step_started_at or rollout.started_at or now
     elapsed = (now - started).total_seconds()
-    _, cand = rollout_series(rollout, since=ceil_hour(started), until=now).final()
+    _, cand = rollout_series(rollout, since=floor_hour(started), until=now).final()
     return {
         "elapsed_s": elapsed,
         "sample": cand.impressions,

@@ -1,4 +1,5 @@
 import json
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint, proportions_ztest
 
 from feedback.analysis import analyse_rollout
+from registry.models import Rollout
 from tests.feedback.rollout_helpers import hour_ago, rollup, started_rollout, traffic
 
 GUARDS = [{"metric": "conversion_rate", "max_drop": 0.05, "min_sample": 100}]
@@ -191,3 +193,21 @@ def test_analysis_query_count_is_flat(ab, django_assert_max_num_queries, hours):
 
     with django_assert_max_num_queries(2):
         analyse_rollout(ab)
+
+
+def test_analysis_counts_the_hour_the_rollout_started_in_but_srm_waits_for_whole_hours(arms):
+    deployment, base, cand = arms
+    rollout = started_rollout(deployment, base, cand, strategy="ab_test", steps=[{"percent": 50}])
+    Rollout.objects.filter(pk=rollout.pk).update(
+        started_at=hour_ago(0) + timedelta(minutes=20),
+        step_started_at=hour_ago(0) + timedelta(minutes=20),
+    )
+    rollout.refresh_from_db()
+    traffic_now = [(base, 900), (cand, 300)]  # the baseline also had the first 20 minutes
+    for version, impressions in traffic_now:
+        rollup(deployment.application, version, "impression", hour_ago(0), impressions)
+
+    doc = analyse_rollout(rollout, now=hour_ago(0) + timedelta(minutes=40))
+
+    assert [a["n"] for a in doc["arms"]] == [900, 300]
+    assert doc["srm"]["verdict"] == "not_enough_data"
