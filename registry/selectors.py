@@ -109,6 +109,14 @@ def alias_detail_list() -> QuerySet[ModelAlias]:
     )
 
 
+def registered_model_by_name(name: str) -> RegisteredModel | None:
+    return RegisteredModel.objects.filter(name=name).first()
+
+
+def application_by_slug(slug: str) -> Application | None:
+    return Application.objects.filter(slug=slug).first()
+
+
 def model_versions_by_number(
     pairs: list[tuple[str, int]],
 ) -> dict[tuple[str, int], ModelVersion]:

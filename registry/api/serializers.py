@@ -21,6 +21,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
+from registry import selectors
 from registry.models import (
     AliasAssignment,
     Application,
@@ -481,7 +482,7 @@ class DeploymentCreateInput(StrictInput):
     reason = reason_field()
 
     def validate_application(self, value: str) -> Application:
-        app = Application.objects.filter(slug=value).first()
+        app = selectors.application_by_slug(value)
         if app is None:
             raise serializers.ValidationError(f"No application {value!r}.")
         return app
@@ -507,8 +508,6 @@ class AllocationInput(StrictInput):
 
     def validate_allocations(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Resolve (model, version) pairs in one query; unknown ones are field-level 400s."""
-        from registry import selectors
-
         found = selectors.model_versions_by_number([(i["model"], i["version"]) for i in items])
         errors: list[dict[str, list[str]]] = []
         for item in items:

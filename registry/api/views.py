@@ -216,7 +216,7 @@ class RegisteredModelViewSet(
 
 
 def registered_model_or_404(name: str) -> RegisteredModel:
-    model = RegisteredModel.objects.filter(name=name).first() if is_slug(name) else None
+    model = selectors.registered_model_by_name(name) if is_slug(name) else None
     if model is None:
         raise Http404
     return model
