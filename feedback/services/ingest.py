@@ -20,6 +20,7 @@ import orjson
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from registry.exceptions import DomainError
 from registry.models import Application
@@ -225,7 +226,7 @@ def _adapters() -> tuple[Callable[[Any], Any], Callable[[datetime], Any]]:
 
 
 def _event_rows(
-    candidates: Sequence[Candidate], batch_id: int, received_at: datetime
+    candidates: Sequence[Candidate], batch_id: int | None, received_at: datetime
 ) -> tuple[list[tuple], dict[str, Any]]:
     """DB-ready rows in _EVENT_COLUMNS order, and {str(db key): event_id} to read RETURNING."""
     uuid_db, dt_db = _adapters()
@@ -255,7 +256,75 @@ def _event_rows(
     return rows, keys
 
 
-def insert_events(candidates: Sequence[Candidate], *, batch_id: int, received_at: datetime) -> set:
+_COPY_TYPES = [
+    "uuid", "timestamptz", "timestamptz", "int8", "int8", "text", "float8", "jsonb", "jsonb",
+    "bool", "text", "text", "jsonb", "int8",
+]  # fmt: skip
+
+
+def _jsonb(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value, dumps=orjson.dumps)
+
+
+def _insert_events_postgresql(
+    cursor: Any, candidates: Sequence[Candidate], batch_id: int | None, received_at: datetime
+) -> set:
+    table = connection.ops.quote_name(FeedbackEvent._meta.db_table)
+    columns = ", ".join(_EVENT_COLUMNS)
+    # every time: creating it is transactional, so a rolled-back batch takes it away again
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE {table}) ON COMMIT DELETE ROWS")
+    cursor.execute(f"DELETE FROM {_STAGE}")  # empty after each commit; not inside a test's
+    # binary COPY: psycopg's C dumpers, no text formatting or parsing on either side
+    with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_COPY_TYPES)
+        for c in candidates:
+            copy.write_row(
+                (
+                    c.event_id,
+                    c.occurred_at,
+                    received_at,
+                    c.application_id,
+                    c.model_version_id,
+                    c.kind,
+                    c.value,
+                    _jsonb(c.prediction),
+                    _jsonb(c.label),
+                    c.correct,
+                    c.request_id,
+                    c.segment,
+                    _jsonb(c.payload),
+                    batch_id,
+                )  # fmt: skip
+            )
+    cursor.execute(
+        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE} "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
+def _insert_events_values(
+    cursor: Any, candidates: Sequence[Candidate], batch_id: int | None, received_at: datetime
+) -> set:
+    rows, keys = _event_rows(candidates, batch_id, received_at)
+    table = connection.ops.quote_name(FeedbackEvent._meta.db_table)
+    columns = ", ".join(_EVENT_COLUMNS)
+    row_sql = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
+    inserted = set()
+    for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+        chunk = rows[start : start + INSERT_CHUNK_ROWS]
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            [value for row in chunk for value in row],
+        )
+        inserted.update(keys[str(row[0])] for row in cursor.fetchall())
+    return inserted
+
+
+def insert_events(
+    candidates: Sequence[Candidate], *, batch_id: int | None, received_at: datetime
+) -> set:
     """Insert events, skipping known event_ids; return the event_ids that were new.
 
     PostgreSQL: COPY into a session temp table, then one INSERT ... SELECT ... ON CONFLICT
@@ -264,42 +333,18 @@ def insert_events(candidates: Sequence[Candidate], *, batch_id: int, received_at
     """
     if not candidates:
         return set()
-    rows, keys = _event_rows(candidates, batch_id, received_at)
-    table = connection.ops.quote_name(FeedbackEvent._meta.db_table)
-    columns = ", ".join(_EVENT_COLUMNS)
-    returned: list[Any] = []
+    insert = (
+        _insert_events_postgresql if connection.vendor == "postgresql" else _insert_events_values
+    )
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE {table}) ON COMMIT DELETE ROWS"
-            )
-            cursor.execute(f"TRUNCATE {_STAGE}")
-            with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE} "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-            )
-            returned = cursor.fetchall()
-        else:
-            row_sql = "(" + ", ".join(["%s"] * len(_EVENT_COLUMNS)) + ")"
-            for start in range(0, len(rows), INSERT_CHUNK_ROWS):
-                chunk = rows[start : start + INSERT_CHUNK_ROWS]
-                cursor.execute(
-                    f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_sql] * len(chunk))} "
-                    "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                    [value for row in chunk for value in row],
-                )
-                returned += cursor.fetchall()
-    return {keys[str(row[0])] for row in returned}
+        return insert(cursor, candidates, batch_id, received_at)
 
 
 def add_to_rollups(new_events: Sequence[Candidate]) -> int:
     """Add newly inserted events to their hourly buckets with one upsert; return bucket count."""
     buckets: dict[tuple, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0, 0])
     for c in new_events:
-        hour = c.occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        hour = int(c.occurred_at.timestamp()) // 3600  # the UTC hour, as a number
         b = buckets[(c.application_id, c.model_version_id, c.kind, hour)]
         b[0] += 1
         if c.value is not None:
@@ -315,7 +360,8 @@ def add_to_rollups(new_events: Sequence[Candidate]) -> int:
     params: list[Any] = []
     # sorted: concurrent workers lock buckets in the same order, so they cannot deadlock
     for (app_id, mv_id, kind, hour), (n, s, sq, correct, labelled) in sorted(buckets.items()):
-        params += (app_id, mv_id, kind, dt_db(hour), n, s, sq, correct, labelled)
+        start = datetime.fromtimestamp(hour * 3600, tz=UTC)
+        params += (app_id, mv_id, kind, dt_db(start), n, s, sq, correct, labelled)
     rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(buckets))
     with connection.cursor() as cursor:
         cursor.execute(

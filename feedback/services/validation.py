@@ -369,25 +369,26 @@ def check_and_resolve(
             out.errors.extend(result)
     resolver = Resolver(out.candidates)
     kept: list[Candidate] = []
-    # labels last: they join predictions resolved here or stored earlier
-    ordered = sorted(out.candidates, key=lambda c: c.kind == FeedbackKind.LABEL)
-    for c in ordered:
-        if c.kind == FeedbackKind.LABEL:
-            continue
-        error = resolver.resolve(c)
-        if error:
+    labels: list[Candidate] = []
+    for c in out.candidates:
+        if c.kind == _LABEL:  # labels last: they join predictions resolved here or earlier
+            labels.append(c)
+        elif (error := resolver.resolve(c)) is not None:
             out.errors.append(error)
         else:
             kept.append(c)
-    label_candidates = [c for c in ordered if c.kind == FeedbackKind.LABEL]
-    if label_candidates:
-        join_labels(kept + label_candidates, resolver.apps)
-        for c in label_candidates:
-            error = resolver.resolve(c)
-            if error:
+    if labels:
+        join_labels(kept + labels, resolver.apps)
+        for c in labels:
+            if (error := resolver.resolve(c)) is not None:
                 out.errors.append(error)
             else:
                 kept.append(c)
-    out.candidates = sorted(kept, key=lambda c: c.index)
-    out.errors.sort(key=lambda e: e.index)
+        kept.sort(key=_by_index)
+    out.candidates = kept
+    out.errors.sort(key=_by_index)
     return out
+
+
+def _by_index(item: Candidate | RowError) -> int:
+    return item.index

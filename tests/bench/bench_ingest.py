@@ -147,6 +147,29 @@ def _tree(root: int) -> list[int]:
     return found
 
 
+def _cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every postgres process (server and backends)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() in ("postgres", "postmaster"):
+                        total += _cpu_s(int(entry))
+            except OSError:
+                pass
+    return total
+
+
 def _rss_kb(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -166,12 +189,19 @@ class RssSampler(threading.Thread):
         self.groups = groups
         self.peak_one = dict.fromkeys(groups, 0)
         self.peak_sum = dict.fromkeys(groups, 0)
+        self.cpu: dict[str, dict[int, float]] = {name: {} for name in groups}
+        self.cpu_base: dict[int, float] = {}  # CPU spent before the clock started (imports)
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
             for name, root in self.groups.items():
-                sizes = [_rss_kb(p) for p in _tree(root)]
+                pids = _tree(root)
+                sizes = [_rss_kb(p) for p in pids]
+                for p in pids:
+                    used = _cpu_s(p)
+                    self.cpu_base.setdefault(p, used)
+                    self.cpu[name][p] = used - self.cpu_base[p]
                 self.peak_one[name] = max(self.peak_one[name], max(sizes, default=0))
                 self.peak_sum[name] = max(self.peak_sum[name], sum(sizes))
             self.done.wait(0.25)
@@ -384,6 +414,7 @@ def main() -> None:
         time.sleep(2)  # let the worker connect to the broker
         sampler.start()
         log(f"posting with {args.clients} client connections")
+        pg_cpu = postgres_cpu_s()
         started = time.perf_counter()
         failures = post_all(port, token, bodies, args.clients)
         posted = time.perf_counter() - started
@@ -392,6 +423,7 @@ def main() -> None:
         log(f"all {len(bodies)} requests accepted in {posted:.1f} s; waiting for the worker")
         finished, accepted = wait_for_batches(db_url, len(bodies), timeout=1800)
         elapsed = time.perf_counter() - started
+        pg_cpu = postgres_cpu_s() - pg_cpu
     finally:
         sampler.done.set()
         stop(web)
@@ -403,6 +435,11 @@ def main() -> None:
     log("timing the raw COPY baseline")
     copy_per_s = copy_rate(db_url, bodies, app_id, mv_id)
     mb = 1024
+    cpu = {name: sum(per_pid.values()) for name, per_pid in sampler.cpu.items()}
+    log(
+        f"cpu seconds: web {cpu['web']:.1f}, worker {cpu['worker']:.1f}, postgres {pg_cpu:.1f} "
+        f"(wall {elapsed:.1f} s, {os.cpu_count()} cores)"
+    )
     sums = sampler.peak_sum
     print(f"rss_sum worker_mb={sums['worker'] // mb} web_mb={sums['web'] // mb}")
     print(

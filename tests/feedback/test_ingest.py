@@ -299,3 +299,17 @@ def test_label_joins_a_prediction_from_the_same_batch(ingest, app_slug):
 
 def test_ingest_batch_states_are_lowercase_choices():
     assert IngestBatch.State.values == ["pending", "processing", "done", "failed"]
+
+
+def test_ingest_keeps_awkward_text_intact(ingest, app_slug):
+    awkward = 'tab\there, new\nline, back\\slash, "quotes", émoji 🚀'
+    one = event(
+        app_slug, request_id=awkward[:128], segment="a\\b\tc", payload={"note": awkward, "n": 1.5}
+    )
+
+    batch = ingest([one])
+
+    stored = FeedbackEvent.objects.get()
+    assert batch.accepted == 1
+    assert (stored.request_id, stored.segment) == (awkward[:128], "a\\b\tc")
+    assert stored.payload == {"note": awkward, "n": 1.5}
