@@ -180,7 +180,8 @@ class PositiveDurationFieldSchema(OpenApiSerializerFieldExtension):
     target_class = "registry.api.serializers.PositiveDurationField"
 
     def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
-        return {**build_basic_type(OpenApiTypes.STR), "example": "PT24H"}
+        example = "PT24H" if direction == "request" else "1 00:00:00"
+        return {**build_basic_type(OpenApiTypes.STR), "example": example}
 
 
 class RejectUnknownFieldsMixin:

@@ -15,7 +15,7 @@ LIST_URLS = [
     "/api/v1/replicas/",
     "/api/v1/audit-events/",
 ]
-BUDGET = 8  # token lookup, count, page, prefetches; none of them per row
+BUDGET = 4  # token lookup, count, page (+ one prefetch); none of them per row
 
 
 @pytest.fixture
