@@ -7,7 +7,7 @@ Nested model routes are explicit paths; the exact URLs of the contract (no trail
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from . import views
+from . import replicas, views
 from .rollouts import RolloutViewSet
 
 app_name = "registry-api"
@@ -20,6 +20,10 @@ router.register("deployments", views.DeploymentViewSet, basename="deployment")
 router.register("replicas", views.ReplicaViewSet, basename="replica")
 router.register("audit-events", views.AuditEventViewSet, basename="audit-event")
 router.register("rollouts", RolloutViewSet, basename="rollout")
+router.register("golden-sets", replicas.GoldenSetViewSet, basename="golden-set")
+router.register(
+    "consistency-checks", replicas.ConsistencyCheckViewSet, basename="consistency-check"
+)
 
 model_versions = views.ModelVersionsViewSet.as_view({"get": "list", "post": "create"})
 model_version = views.ModelVersionsViewSet.as_view({"get": "retrieve"})
@@ -30,6 +34,7 @@ deployment_allocation = views.DeploymentViewSet.as_view(
 )
 
 urlpatterns = [
+    path("replicas/heartbeat", replicas.HeartbeatView.as_view(), name="replica-heartbeat"),
     path("models/<str:name>/versions/", model_versions, name="model-versions"),
     path("models/<str:name>/versions/<str:version>/", model_version, name="model-version"),
     path("models/<str:name>/aliases/", model_aliases, name="model-aliases"),
