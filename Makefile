@@ -77,12 +77,14 @@ PYTEST_ARGS ?=
 PYTEST_FRESH := $(if $(CI),--create-db,)
 
 pytest: $(STAMP)  ## The suite on PostgreSQL + Redis (found, or started under var/)
+	@mkdir -p var/staticfiles  # whitenoise warns on every request when STATIC_ROOT is missing
 	source scripts/test-services.sh && trap test_services_stop EXIT && \
 		$(BIN)/pytest -q $(PYTEST_FRESH) $(PYTEST_ARGS)
 
 test: lint check-deploy pytest  ## lint + check-deploy + the whole suite on PostgreSQL + Redis
 
 test-fast: $(STAMP)  ## Quick SQLite pass: no Redis, no browser, no real worker
+	@mkdir -p var/staticfiles
 	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -q -m "not worker and not browser" $(PYTEST_ARGS)
 
 # 1,000,000 events through gunicorn + a worker vs raw COPY, in a scratch DB (needs PG + Redis)
