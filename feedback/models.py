@@ -357,6 +357,11 @@ class AlertRule(TimestampedModel):
     )
     enabled = models.BooleanField(default=True)
     builtin = models.BooleanField(default=False)
+    stops_rollouts = models.BooleanField(
+        default=False,
+        help_text="When it fires for the candidate of a running rollout, pause the rollout "
+        "(or roll it back, as the rollout's on_failure says).",
+    )
 
     class Meta:
         ordering = ["key"]

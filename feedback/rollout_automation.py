@@ -20,6 +20,7 @@ from registry.rollout_selectors import running_rollouts
 from registry.services import advance_rollout, pause_rollout, rollback_rollout
 
 from .analysis import analyse_rollout, step_progress, verdict_summary
+from .models import Alert
 
 log = logging.getLogger(__name__)
 AUTOMATION = Actor.system("rollout-automation")
@@ -87,4 +88,25 @@ def evaluate_running_rollouts(*, now: datetime | None = None) -> list[Outcome]:
         except Exception:
             log.exception("rollout %s: evaluation failed", rollout.pk)
             outcomes.append(Outcome(rollout.pk, "skipped", "evaluation failed"))
+    return outcomes
+
+
+def stop_rollouts_for_alert(alert: Alert) -> list[Outcome]:
+    """An alert fired for a rollout's candidate: pause (or roll back) that rollout."""
+    rollouts = running_rollouts().filter(
+        candidate_version_id=alert.model_version_id,
+        deployment__application_id=alert.application_id,
+    )
+    outcomes = []
+    reason = f"alert {alert.rule.key} fired: {alert.summary}"
+    for rollout in rollouts:
+        rollback = rollout.on_failure == Rollout.OnFailure.ROLLBACK
+        try:
+            (rollback_rollout if rollback else pause_rollout)(
+                actor=AUTOMATION, rollout_id=rollout.pk, reason=reason
+            )
+        except DomainError as exc:
+            outcomes.append(Outcome(rollout.pk, "skipped", exc.message))
+            continue
+        outcomes.append(Outcome(rollout.pk, "rolled_back" if rollback else "paused", reason))
     return outcomes

@@ -38,6 +38,7 @@ BUILTIN_RULES: list[dict[str, Any]] = [
     },
     {
         "key": "accuracy-drop",
+        "stops_rollouts": True,
         "name": "Online accuracy dropped vs the previous version",
         "metric": M.ACCURACY,
         "comparison": C.VS_BASELINE_VERSION,
@@ -48,6 +49,7 @@ BUILTIN_RULES: list[dict[str, Any]] = [
     },
     {
         "key": "conversion-drop",
+        "stops_rollouts": True,
         "name": "Conversion rate dropped vs the previous version",
         "metric": M.CONVERSION_RATE,
         "comparison": C.VS_BASELINE_VERSION,
@@ -58,6 +60,7 @@ BUILTIN_RULES: list[dict[str, Any]] = [
     },
     {
         "key": "conversion-drop-vs-control",
+        "stops_rollouts": True,
         "name": "Conversion rate of a candidate arm below the control arm",
         "metric": M.CONVERSION_RATE,
         "comparison": C.VS_CONTROL_ARM,
@@ -68,6 +71,7 @@ BUILTIN_RULES: list[dict[str, Any]] = [
     },
     {
         "key": "bad-recommendation-rise",
+        "stops_rollouts": True,
         "name": "Bad-recommendation rate rose vs the previous version",
         "metric": M.BAD_RECOMMENDATION_RATE,
         "comparison": C.VS_BASELINE_VERSION,
@@ -170,6 +174,10 @@ def raise_alert(
                 return None
         else:
             queue_notifications(alert=alert, event="firing", at=now)
+            if rule.stops_rollouts and model_version is not None:
+                from ..rollout_automation import stop_rollouts_for_alert
+
+                stop_rollouts_for_alert(alert)
             return alert
     for name, value_ in fields.items():
         setattr(open_alert, name, value_)

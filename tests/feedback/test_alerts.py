@@ -356,3 +356,21 @@ def test_evaluate_alert_rules_task_runs_the_service(stale_version):
     evaluate_alert_rules_task.apply()
 
     assert Alert.objects.filter(rule__key="model-age-slo", state="firing").count() == 1
+
+
+def test_alert_on_a_rollout_candidate_pauses_the_rollout(deployment, model_version_factory):
+    from registry.models import AuditEvent, Rollout
+    from tests.feedback.rollout_helpers import started_rollout, traffic
+
+    base = model_version_factory()
+    cand = model_version_factory(registered_model=base.registered_model)
+    rollout = started_rollout(deployment, base, cand, strategy="canary", steps=[{"percent": 10}])
+    traffic(rollout, hours=2, base=(4500, 450), cand=(750, 45))
+
+    evaluate_alert_rules(rules=[rule("conversion-drop-vs-control")])
+
+    rollout.refresh_from_db()
+    assert Alert.objects.get().model_version == cand
+    assert rollout.state == Rollout.State.PAUSED
+    event = AuditEvent.objects.get(kind="rollout.paused")
+    assert event.reason.startswith("alert conversion-drop-vs-control fired")
