@@ -24,12 +24,28 @@ class FeedbackEventInput(serializers.Serializer):
     role = serializers.ChoiceField(
         choices=TrafficAllocation.Role.choices, required=False, help_text="The arm's role."
     )
-    kind = serializers.ChoiceField(choices=FeedbackKind.choices)
-    value = serializers.FloatField(required=False, allow_null=True)
-    prediction = serializers.JSONField(required=False, allow_null=True)
-    label = serializers.JSONField(required=False, allow_null=True)
-    request_id = serializers.CharField(required=False, max_length=128)
-    segment = serializers.CharField(required=False, max_length=64)
+    kind = serializers.ChoiceField(
+        choices=FeedbackKind.choices,
+        help_text="impression, click, conversion, bad_recommendation, label, or prediction.",
+    )
+    value = serializers.FloatField(
+        required=False, allow_null=True, help_text="A number, e.g. revenue of a conversion."
+    )
+    prediction = serializers.JSONField(
+        required=False, allow_null=True, help_text="What the model answered (prediction events)."
+    )
+    label = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="The ground truth (label events); joined to the prediction by request_id "
+        "within 14 days and counted for the version that predicted.",
+    )
+    request_id = serializers.CharField(
+        required=False, max_length=128, help_text="Your id of the served request (≤ 128)."
+    )
+    segment = serializers.CharField(
+        required=False, max_length=64, help_text="Free label for breakdowns (≤ 64)."
+    )
     payload = serializers.DictField(required=False, help_text="Free JSON object, at most 4 KB.")
 
 

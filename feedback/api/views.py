@@ -6,6 +6,7 @@ from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
@@ -53,6 +54,29 @@ FILE_FORMATS = {
     "ndjson": Format.JSONL,
     "json": Format.JSON,
 }
+
+
+EVENT_FIELDS = "**Event fields**\n\n" + "\n".join(
+    f"- `{name}`{'' if field.required else ' (optional)'}: {field.help_text}"
+    for name, field in FeedbackEventInput().fields.items()
+)
+EXAMPLE_EVENTS = [
+    {
+        "event_id": "3f1c9a52-8a4e-4d61-9d0b-6c1f2e7a9b10",
+        "occurred_at": "2026-01-31T12:00:00Z",
+        "application": "recommender",
+        "kind": "impression",
+        "request_id": "req-123",
+    },
+    {
+        "event_id": "7d2e4b61-0c3f-4a8e-b1d2-5e6f7a8b9c0d",
+        "occurred_at": "2026-01-31T12:00:05Z",
+        "application": "recommender",
+        "kind": "click",
+        "request_id": "req-123",
+        "segment": "web",
+    },
+]
 
 
 def read_body(request: Request) -> bytes:
@@ -123,12 +147,20 @@ class FeedbackIngestView(APIView):
             "stored; the events are checked and counted by a worker. A bad event is rejected "
             "alone (see the batch's `errors`). Bodies may also be sent raw as "
             "`application/x-ndjson` or `text/csv`. An `Idempotency-Key` header makes a retry "
-            "return the first response."
+            "return the first response.\n\n" + EVENT_FIELDS
         ),
+        # Truthful: the envelope is any JSON object or list; each event is checked later, and
+        # a bad one is reported in the batch rather than refusing the request.
         request={
-            "application/json": FeedbackEventInput(many=True),
+            "application/json": {
+                "oneOf": [
+                    {"type": "object", "description": "One event."},
+                    {"type": "array", "items": {}, "description": "At most 10,000 (413)."},
+                ]
+            },
             "multipart/form-data": FeedbackUploadInput,
         },
+        examples=[OpenApiExample("Two events", value=EXAMPLE_EVENTS, request_only=True)],
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -175,6 +207,7 @@ class FeedbackIngestView(APIView):
 @extend_schema(
     responses={
         200: IngestBatchSerializer,
+        400: OpenApiResponse(ERROR, description="Invalid filter value."),
         401: OpenApiResponse(ERROR, description="No valid token."),
         403: OpenApiResponse(ERROR, description="Token lacks the read scope."),
         404: OpenApiResponse(ERROR, description="No such batch, or not yours."),
