@@ -60,7 +60,8 @@ run: static seed  ## Serve web + Celery worker + beat on http://127.0.0.1:8000 (
 
 # --- Checks ---
 
-lint: $(STAMP)  ## ruff check + format --check, and no missing migrations
+lint: $(STAMP)  ## ruff check + format --check, no missing migrations, lock file up to date
+	$(BIN)/python scripts/check_lock.py
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(MANAGE) makemigrations --check --dry-run
