@@ -110,6 +110,7 @@ class AlertRuleSerializer(serializers.ModelSerializer):
             "application",
             "enabled",
             "builtin",
+            "stops_rollouts",
         ]
 
 
@@ -124,6 +125,7 @@ class AlertRuleCreateInput(StrictInput):
     severity = StrictChoiceField(choices=AlertRule.Severity.choices, required=False)
     application = slug_field(64, required=False)
     enabled = StrictBooleanField(required=False)
+    stops_rollouts = StrictBooleanField(required=False)
 
     def validate_application(self, value: str) -> Application:
         app = Application.objects.filter(slug=value).first()
@@ -139,6 +141,7 @@ class AlertRuleUpdateInput(StrictInput):
     min_sample = StrictIntegerField(min_value=1, max_value=10**9, required=False)
     severity = StrictChoiceField(choices=AlertRule.Severity.choices, required=False)
     enabled = StrictBooleanField(required=False)
+    stops_rollouts = StrictBooleanField(required=False)
 
 
 # --- Filters ---

@@ -235,6 +235,7 @@ def create_alert_rule(
     severity: str = S.WARNING,
     application: Application | None = None,
     enabled: bool = True,
+    stops_rollouts: bool = False,
 ) -> AlertRule:
     """Create a custom alert rule (devops)."""
     if not actor.is_devops:
@@ -253,6 +254,7 @@ def create_alert_rule(
         severity=severity,
         application=application,
         enabled=enabled,
+        stops_rollouts=stops_rollouts,
     )
     record_audit_event(
         actor=actor,
@@ -266,10 +268,10 @@ def create_alert_rule(
 
 @transaction.atomic
 def update_alert_rule(*, actor: Actor, rule: AlertRule, **changes: Any) -> AlertRule:
-    """Tune a rule: threshold, window, min_sample, severity, enabled, name."""
+    """Tune a rule: threshold, window, min_sample, severity, enabled, name, stops_rollouts."""
     if not actor.is_devops:
         raise PermissionDenied("only the devops role may manage alert rules")
-    allowed = {"name", "threshold", "window", "min_sample", "severity", "enabled"}
+    allowed = {"name", "threshold", "window", "min_sample", "severity", "enabled", "stops_rollouts"}
     changes = {k: v for k, v in changes.items() if k in allowed}
     _check_rule(rule.metric, rule.comparison, changes.get("threshold", rule.threshold))
     before = {k: str(getattr(rule, k)) for k in changes}
