@@ -73,7 +73,7 @@ _ts_pg_bindir() {
 
 # Run a command as the postgres user when we are root (initdb refuses to run as root).
 _ts_as_pg() {
-    if _ts_is_root; then runuser -u postgres -- "$@"; else "$@"; fi
+    if _ts_is_root; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 _ts_start_pg() {
@@ -81,7 +81,11 @@ _ts_start_pg() {
     mkdir -p "$_ts_dir"
     if _ts_is_root; then
         id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
-        mkdir -p "$data" && chown postgres "$data"
+        if ! (cd / && runuser -u postgres -- test -x "$_ts_dir") 2>/dev/null; then
+            # the checkout is not reachable by the postgres user (e.g. under /root)
+            data=${TMPDIR:-/tmp}/modelops-test-pg
+        fi
+        mkdir -p "$data" && chown postgres "$data" && chmod 700 "$data"
     else
         mkdir -p "$data"
     fi
@@ -94,6 +98,7 @@ _ts_start_pg() {
         -o "-p $_ts_pg_port -k $data -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
         || _ts_fail "PostgreSQL did not start, see $data/server.log"
     _ts_started_pg=$bindir
+    _ts_pg_data=$data
 }
 
 _ts_start_redis() {
@@ -112,7 +117,7 @@ _ts_start_redis() {
 
 test_services_stop() {
     if [ -n "$_ts_started_pg" ]; then
-        _ts_as_pg "$_ts_started_pg/pg_ctl" -D "$_ts_dir/pg" -m fast -w stop >/dev/null 2>&1 || true
+        _ts_as_pg "$_ts_started_pg/pg_ctl" -D "$_ts_pg_data" -m fast -w stop >/dev/null 2>&1 || true
         _ts_started_pg=""
     fi
     if [ -n "$_ts_started_redis" ] && [ -f "$_ts_dir/redis/redis.pid" ]; then
