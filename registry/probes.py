@@ -114,12 +114,23 @@ class Answer:
     sha256: str = ""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a 3xx is an answer of its own ("error"), never followed elsewhere
+
+
+# Replicas are reached directly: no HTTP(S)_PROXY from the environment, no redirects.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
 def probe_url(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + "/" + path.lstrip("/")
 
 
 def post_input(url: str, payload: Any, *, timeout: float) -> Answer:
     """POST {"inputs": payload} to `url`; every failure becomes an Answer, never an exception."""
+    if not url.lower().startswith(("http://", "https://")):
+        return Answer(UNREACHABLE, detail="only http:// and https:// replica URLs are probed")
     body = json.dumps({"inputs": payload}).encode()
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json"}
@@ -130,7 +141,7 @@ def post_input(url: str, payload: Any, *, timeout: float) -> Answer:
         return round((time.monotonic() - started) * 1000, 1)
 
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with _opener.open(request, timeout=timeout) as response:
             raw = response.read(MAX_RESPONSE_BYTES + 1)
     except urllib.error.HTTPError as exc:
         return Answer(ERROR, latency_ms=elapsed(), detail=f"HTTP {exc.code}")

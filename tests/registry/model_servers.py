@@ -2,7 +2,7 @@
 
 Behaviours: "A" and "B" answer the replica contract with two different models; "slow"
 answers like A after `delay` seconds; "500" fails; "garbage" answers non-JSON; "no-outputs"
-answers JSON without the "outputs" key.
+answers JSON without the "outputs" key; "redirect" answers 307 to elsewhere.
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ class ModelServer:
             self._send(handler, 500, b'{"detail": "boom"}')
         elif self.behaviour == "garbage":
             self._send(handler, 200, b"<html>not json</html>")
+        elif self.behaviour == "redirect":
+            handler.send_response(307)
+            handler.send_header("Location", "http://127.0.0.1:9/elsewhere")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
         elif self.behaviour == "no-outputs":
             self._send(handler, 200, b'{"result": 1}')
         else:

@@ -210,3 +210,22 @@ def test_compare_group_without_voters_has_no_reference():
     found = compare_group(answers, inputs=[("q", {}, None)], rule=Rule(), voters=set())
 
     assert found[1].first_difference["reference"] == "no majority"
+
+
+def test_probe_refuses_urls_other_than_http():
+    assert probe([Target("x", "file:///etc", INPUTS)])["x"]["g/0"].status == "unreachable"
+
+
+def test_probe_reports_a_redirect_as_error_without_following_it(model_servers):
+    (server,) = model_servers("redirect")
+
+    answer = probe([Target("x", server.url, INPUTS)])["x"]["g/0"]
+
+    assert (answer.status, answer.detail) == ("error", "HTTP 307")
+
+
+def test_probe_ignores_proxy_settings_from_the_environment(model_servers, monkeypatch):
+    (server,) = model_servers("A")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # would refuse every request
+
+    assert probe([Target("x", server.url, INPUTS)])["x"]["g/0"].status == "ok"
