@@ -1,13 +1,21 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from . import alert_views, api, health, replica_views, views
+from . import alert_views, api, health, metrics, replica_views, views
 
 dashboard_patterns = [
     path("", views.home, name="home"),
     path("alerts/", alert_views.alerts, name="alerts"),
+    path("applications/<slug:slug>/", views.application_detail, name="application-detail"),
+    path("models/<str:name>/", views.model_detail, name="model-detail"),
+    path("rollouts/<int:pk>/", views.rollout_detail, name="rollout-detail"),
+    path(
+        "rollouts/<int:pk>/<str:action>/", views.rollout_action, name="rollout-action"
+    ),
+    path("replicas/", views.replicas, name="replicas"),
+    path("audit/", views.audit_log, name="audit"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke/", views.revoke_token, name="token-revoke"),
     path(
@@ -26,8 +34,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("livez", health.livez, name="livez"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path(
         "api/v1/applications/<str:slug>/status",
         api.ApplicationStatusView.as_view(),
