@@ -179,14 +179,15 @@ def _expand(batch_id: int, claimed_at: datetime) -> int:
     fresh = _unique(checked.candidates)
     inserted = insert_events(fresh, batch_id=batch.pk, received_at=now)
     add_to_rollups([c for c in fresh if c.event_id in inserted])
-    total = len(checked.candidates) + len(checked.errors)
+    rejected = len({e.index for e in checked.errors})  # an event may break several rules
+    total = len(checked.candidates) + rejected
     IngestBatch.objects.filter(pk=batch.pk).update(
         state=State.DONE,
         finished_at=timezone.now(),
         total=total,
         accepted=len(inserted),
         duplicate=len(checked.candidates) - len(inserted),
-        rejected=len(checked.errors),
+        rejected=rejected,
         errors=[e.as_dict() for e in checked.errors[:MAX_STORED_ERRORS]],
         last_error="",
     )

@@ -313,3 +313,10 @@ def test_ingest_keeps_awkward_text_intact(ingest, app_slug):
     assert batch.accepted == 1
     assert (stored.request_id, stored.segment) == (awkward[:128], "a\\b\tc")
     assert stored.payload == {"note": awkward, "n": 1.5}
+
+
+def test_an_event_with_several_faults_counts_as_one_rejected(ingest, app_slug):
+    batch = ingest([event(app_slug), {"kind": "nope"}])
+
+    assert (batch.total, batch.accepted, batch.rejected) == (2, 1, 1)
+    assert {e["field"] for e in batch.errors} >= {"event_id", "occurred_at", "kind"}
