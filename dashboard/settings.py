@@ -297,6 +297,10 @@ REPLICA_PROBE_PATH = os.environ.get("REPLICA_PROBE_PATH", "/predict")
 REPLICA_PROBE_TIMEOUT_S = float(env_int("REPLICA_PROBE_TIMEOUT_MS", 5000)) / 1000
 REPLICA_PROBE_CONCURRENCY = env_int("REPLICA_PROBE_CONCURRENCY", 8)
 REPLICA_PROBE_RETENTION = timedelta(days=env_int("PROBE_RETENTION_DAYS", 14))
+# A whole probe run must end well inside the task's hard time limit
+REPLICA_PROBE_BUDGET_S = float(
+    env_int("REPLICA_PROBE_BUDGET_S", max(10, min(60, CELERY_TASK_TIME_LIMIT - 30)))
+)
 # Alert e-mail: SMTP when EMAIL_HOST is set, else printed to the console (dev)
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
 EMAIL_PORT = env_int("EMAIL_PORT", 587)

@@ -15,8 +15,9 @@ comparison. Anything else is a fault, reported as such and never counted as a di
 no answer within the timeout -> ``timeout``; connection refused / DNS failure / no url ->
 ``unreachable``; HTTP status other than 2xx -> ``error``; a body that is not a JSON object
 with an ``outputs`` key -> ``bad_response``. A replica's inputs are sent one after the other
-(replicas are probed in parallel, at most ``max_workers`` at once), and a replica's first
-fault ends its run, so a dead replica costs one timeout, not one per input.
+(replicas are probed in parallel, at most ``max_workers`` at once), a replica's first
+fault ends its run, so a dead replica costs one timeout, not one per input, and the whole
+run stops at its time budget.
 """
 
 from __future__ import annotations
@@ -177,13 +178,18 @@ class Target:
     inputs: Sequence[tuple[str, Any]]  # (input name, payload)
 
 
-def _probe_one(target: Target, *, path: str, timeout: float) -> dict[str, Answer]:
+def _probe_one(target: Target, *, path: str, timeout: float, deadline: float) -> dict[str, Answer]:
     if not target.url:
         return {"": Answer(UNREACHABLE, detail="replica reported no url")}
     url = probe_url(target.url, path)
     answers: dict[str, Answer] = {}
-    for name, payload in target.inputs:
-        answer = post_input(url, payload, timeout=timeout)
+    for n, (name, payload) in enumerate(target.inputs):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            detail = f"probe time budget spent after {n} of {len(target.inputs)} inputs"
+            answers[name] = Answer(TIMEOUT, detail=detail)
+            break
+        answer = post_input(url, payload, timeout=min(timeout, remaining))
         answers[name] = answer
         if answer.status != OK:
             break  # one fault is the verdict; don't spend a timeout per input
@@ -191,13 +197,26 @@ def _probe_one(target: Target, *, path: str, timeout: float) -> dict[str, Answer
 
 
 def probe_targets(
-    targets: Sequence[Target], *, path: str, timeout: float, max_workers: int
+    targets: Sequence[Target],
+    *,
+    path: str,
+    timeout: float,
+    max_workers: int,
+    budget: float | None = None,
 ) -> dict[Any, dict[str, Answer]]:
-    """Answers of every target, keyed by target.key then input name; replicas in parallel."""
+    """Answers of every target, keyed by target.key then input name; replicas in parallel.
+
+    `budget` bounds the whole run in seconds (the Celery task has a hard time limit): a
+    replica still busy when it is spent gets a `timeout` for its next input.
+    """
     if not targets:
         return {}
+    deadline = time.monotonic() + (budget if budget is not None else math.inf)
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(targets)))) as pool:
-        futures = {t.key: pool.submit(_probe_one, t, path=path, timeout=timeout) for t in targets}
+        futures = {
+            t.key: pool.submit(_probe_one, t, path=path, timeout=timeout, deadline=deadline)
+            for t in targets
+        }
         return {key: future.result() for key, future in futures.items()}
 
 

@@ -188,12 +188,14 @@ class ProbeOptions:
     timeout: float = 0.0
     max_workers: int = 0
     path: str = ""
+    budget: float = 0.0  # seconds for the whole run
 
     def resolved(self) -> ProbeOptions:
         return ProbeOptions(
             timeout=self.timeout or settings.REPLICA_PROBE_TIMEOUT_S,
             max_workers=self.max_workers or settings.REPLICA_PROBE_CONCURRENCY,
             path=self.path or settings.REPLICA_PROBE_PATH,
+            budget=self.budget or settings.REPLICA_PROBE_BUDGET_S,
         )
 
 
@@ -260,7 +262,11 @@ def _findings(plan: _Plan, options: ProbeOptions) -> tuple[dict[int, probes.Find
                 probes.Target(replica.pk, replica.url, [(n, p) for n, p, _ in _inputs(sets)])
             )
     answers = probes.probe_targets(
-        targets, path=options.path, timeout=options.timeout, max_workers=options.max_workers
+        targets,
+        path=options.path,
+        timeout=options.timeout,
+        max_workers=options.max_workers,
+        budget=options.budget,
     )
     findings: dict[int, probes.Finding] = {}
     groups: dict[int, list[int]] = {}

@@ -229,3 +229,18 @@ def test_probe_ignores_proxy_settings_from_the_environment(model_servers, monkey
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # would refuse every request
 
     assert probe([Target("x", server.url, INPUTS)])["x"]["g/0"].status == "ok"
+
+
+def test_probe_stops_at_the_time_budget_of_the_run(model_servers):
+    (slow,) = model_servers("slow", delay=0.15)
+    started = time.monotonic()
+
+    answers = probes.probe_targets(
+        [Target("x", slow.url, INPUTS)], path="/predict", timeout=1.0, max_workers=1, budget=0.2
+    )["x"]
+
+    assert time.monotonic() - started < 0.6
+    assert answers["g/0"].status == "ok"
+    last = list(answers.values())[-1]
+    assert last.status == "timeout"
+    assert "budget" in last.detail or "no answer" in last.detail
