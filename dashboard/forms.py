@@ -44,3 +44,13 @@ class TokenCreateForm(forms.Form):
         allowed = allowed_token_scopes(user)
         self.fields["scopes"].choices = [(s, f"{s} — {SCOPE_HELP[Scope(s)]}") for s in allowed]
         self.fields["scopes"].initial = [Scope.READ]
+
+
+class RolloutActionForm(forms.Form):
+    """A rollout transition from the web UI: the reason lands in the audit log."""
+
+    reason = forms.CharField(
+        max_length=500,
+        strip=True,
+        widget=forms.TextInput(attrs={"placeholder": "Why? (kept in the audit log)"}),
+    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from django.db.models import F, QuerySet
+from django.db.models import Count, Exists, F, Min, OuterRef, Q, QuerySet, Value
 from django.utils import timezone
 
 from feedback.alert_selectors import firing_alerts_for
@@ -406,4 +406,190 @@ def api_tokens_of(user: Any) -> QuerySet[ApiToken]:
     """A user's API tokens, live ones first, newest first."""
     return ApiToken.objects.filter(user=user).order_by(
         F("revoked_at").asc(nulls_first=True), "-created_at"
+    )
+
+
+# --- Fleet page: attention first, paginated, filtered ---
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Why an application needs a look; `score` orders the fleet table (worst first)."""
+
+    age_ratio: float | None = None
+    alerts: int = 0
+    replica_problem: bool = False
+    paused_rollout: bool = False
+    active_rollout: bool = False
+    open_reports: int = 0
+
+    @property
+    def score(self) -> int:
+        age = (
+            0
+            if self.age_ratio is None
+            else (4 if self.age_ratio > 1 else self.age_ratio > AGE_WARN_RATIO)
+        )
+        return 8 * bool(self.alerts) + 4 * self.replica_problem + int(age) + 2 * self.paused_rollout
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.score > 0
+
+
+@dataclass(frozen=True)
+class FleetPage:
+    """One page of the fleet table plus counters over every application that matched."""
+
+    rows: list[ApplicationStatus]
+    attention: dict[int, Attention]
+    matched: int
+    needing_attention: int
+    page: int
+    pages: int
+    teams: list[str]
+    summary: FleetCounters
+
+
+@dataclass(frozen=True)
+class FleetCounters:
+    """The tiles above the fleet table, over every application matching the filters."""
+
+    applications: int
+    needing_attention: int
+    slo_breached: int
+    slo_warning: int
+    replica_problems: int
+    firing_alerts: int
+    rollouts: int
+    open_reports: int
+
+
+def fleet_page(
+    *,
+    q: str = "",
+    team: str = "",
+    environment: str = "",
+    attention_only: bool = False,
+    page: int = 1,
+    per_page: int = 50,
+) -> FleetPage:
+    """The fleet table, worst applications first, in a constant number of queries.
+
+    Ranking needs a cheap verdict for every matching application (one grouped query per
+    figure family); the full status is then built only for the page shown.
+    """
+    apps = Application.objects.all()
+    if q:
+        apps = apps.filter(Q(slug__icontains=q) | Q(name__icontains=q) | Q(team__icontains=q))
+    if team:
+        apps = apps.filter(team=team)
+    if environment:
+        apps = apps.filter(
+            Exists(
+                Deployment.objects.filter(application_id=OuterRef("pk"), environment=environment)
+            )
+        )
+    listed = list(apps.order_by("slug").values_list("id", "max_model_age"))
+    verdicts = _attention({a: age for a, age in listed})
+    ranked = sorted(listed, key=lambda a: -verdicts[a[0]].score)  # stable: slug within a score
+    if attention_only:
+        ranked = [a for a in ranked if verdicts[a[0]].needs_attention]
+    pages = max(1, -(-len(ranked) // per_page))
+    page = min(max(page, 1), pages)
+    shown = [a[0] for a in ranked[(page - 1) * per_page : page * per_page]]
+    statuses = {s.id: s for s in _statuses(Application.objects.filter(pk__in=shown))}
+    rows = [statuses[i] for i in shown if i in statuses]
+    return FleetPage(
+        rows=rows,
+        attention={i: verdicts[i] for i in shown},
+        matched=len(ranked),
+        needing_attention=sum(verdicts[a[0]].needs_attention for a in listed),
+        page=page,
+        pages=pages,
+        teams=list(Application.objects.order_by("team").values_list("team", flat=True).distinct()),
+        summary=_counters(verdicts),
+    )
+
+
+def _attention(slo_of: dict[int, Any]) -> dict[int, Attention]:
+    """Age, alerts, replicas, paused rollouts and open reports per application: 5 queries."""
+    from feedback.models import Alert, FeedbackReport
+    from registry.models import Replica
+
+    ids = list(slo_of)
+    now = timezone.now()
+    oldest = dict(
+        TrafficAllocation.objects.filter(valid_to__isnull=True, deployment__application_id__in=ids)
+        .values_list("deployment__application_id")
+        .annotate(oldest=Min("model_version__trained_at"))
+        .order_by()
+    )
+    alerts = dict(
+        Alert.objects.filter(state=Alert.State.FIRING, application_id__in=ids)
+        .values_list("application_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    reports = dict(
+        FeedbackReport.objects.filter(application_id__in=ids)
+        .exclude(state=FeedbackReport.State.RESOLVED)
+        .values_list("application_id")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    rollouts = dict(
+        Rollout.objects.filter(state__in=Rollout.ACTIVE_STATES, deployment__application_id__in=ids)
+        .order_by("state")  # "paused" sorts after "running": a paused one wins per application
+        .values_list("deployment__application_id", "state")
+    )
+    fresh = Q(replicas__last_heartbeat_at__gte=Value(now) - F("heartbeat_timeout"))
+    allocated = TrafficAllocation.objects.filter(
+        deployment_id=OuterRef("deployment_id"),
+        valid_to__isnull=True,
+        model_version__sha256=OuterRef("reported_sha256"),
+    )
+    off_artifact = (
+        Replica.objects.filter(deployment_id=OuterRef("pk"))
+        .filter(last_heartbeat_at__gte=Value(now) - F("deployment__heartbeat_timeout"))
+        .exclude(Exists(allocated))
+    )
+    replica_bad = set(
+        Deployment.objects.filter(application_id__in=ids)
+        .annotate(
+            known=Count("replicas"),
+            reporting=Count("replicas", filter=fresh),
+            off=Exists(off_artifact),
+        )
+        .filter(Q(off=True) | Q(reporting__lt=F("known")) | Q(reporting__lt=F("desired_replicas")))
+        .values_list("application_id", flat=True)
+    )
+    out = {}
+    for app_id, slo in slo_of.items():
+        first = oldest.get(app_id)
+        ratio = None
+        if first is not None:
+            ratio = (now - first).total_seconds() / max(slo.total_seconds(), 1)
+        out[app_id] = Attention(
+            age_ratio=ratio,
+            alerts=alerts.get(app_id, 0),
+            replica_problem=app_id in replica_bad,
+            paused_rollout=rollouts.get(app_id) == Rollout.State.PAUSED,
+            active_rollout=app_id in rollouts,
+            open_reports=reports.get(app_id, 0),
+        )
+    return out
+
+
+def _counters(verdicts: dict[int, Attention]) -> FleetCounters:
+    ratios = [v.age_ratio for v in verdicts.values() if v.age_ratio is not None]
+    return FleetCounters(
+        applications=len(verdicts),
+        needing_attention=sum(v.needs_attention for v in verdicts.values()),
+        slo_breached=sum(r > 1 for r in ratios),
+        slo_warning=sum(AGE_WARN_RATIO < r <= 1 for r in ratios),
+        replica_problems=sum(v.replica_problem for v in verdicts.values()),
+        firing_alerts=sum(v.alerts for v in verdicts.values()),
+        rollouts=sum(v.active_rollout for v in verdicts.values()),
+        open_reports=sum(v.open_reports for v in verdicts.values()),
     )

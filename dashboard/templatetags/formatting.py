@@ -105,3 +105,32 @@ def label(value: object) -> str:
     """A stored choice value as words: 'ab_test' -> 'A/B test', 'feedback:write' unchanged."""
     text = str(value)
     return _LABELS.get(text, text.replace("_", " "))
+
+
+@register.filter
+def segments(versions: object) -> list[dict[str, object]]:
+    """Serving versions as SVG bar segments (x, width in %), since CSP forbids style="".
+
+    Shadow copies carry no live traffic and are left out of the bar.
+    """
+    out: list[dict[str, object]] = []
+    x = 0
+    for v in versions or []:  # type: ignore[attr-defined]
+        weight = int(getattr(v, "weight", 0) or 0)
+        if weight <= 0:
+            continue
+        out.append({"x": x, "width": weight, "role": v.role, "v": v})
+        x += weight
+    return out
+
+
+@register.filter
+def short_sha(value: object) -> str:
+    """The first 12 hex digits of a sha256."""
+    return str(value or "")[:12] or EMPTY
+
+
+@register.filter
+def get(mapping: object, key: object) -> object:
+    """mapping[key], or None: `{{ attention|get:app.id }}`."""
+    return mapping.get(key) if isinstance(mapping, dict) else None

@@ -110,8 +110,9 @@ def test_home_shows_admin_link_only_to_staff(client, viewer_user, devops_user):
 def test_home_query_count_is_constant(logged_in, make_fleet, django_assert_num_queries, size):
     make_fleet(apps=size, deployments=2, versions=size, replicas=size)
 
-    # session, user, 5 for the fleet, the user's groups in the menu
-    with django_assert_num_queries(10):  # + online accuracy, firing alerts
+    # session, user; matching apps, 5 attention verdicts, teams; 7 for the page's statuses;
+    # the user's groups in the menu
+    with django_assert_num_queries(17):
         response = logged_in.get(reverse("dashboard:home"))
 
     assert response.content.decode().count("data-app=") == size
