@@ -124,12 +124,27 @@ def claim_batch(*, batch_id: int, now: datetime | None = None) -> datetime | Non
     """Mark a batch processing unless done or held by a live worker; return the claim time."""
     now = now or timezone.now()
     stale = now - claim_timeout()
-    claimed = (
-        IngestBatch.objects.filter(pk=batch_id, state__in=[State.PENDING, State.PROCESSING])
-        .exclude(state=State.PROCESSING, claimed_at__gte=stale)
-        .update(state=State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
-    )
+    with transaction.atomic():
+        _commit_without_waiting_for_disk()  # a lost claim only means the batch is re-sent
+        claimed = (
+            IngestBatch.objects.filter(pk=batch_id, state__in=[State.PENDING, State.PROCESSING])
+            .exclude(state=State.PROCESSING, claimed_at__gte=stale)
+            .update(state=State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
+        )
     return now if claimed == 1 else None  # 0: done already, or another worker holds it
+
+
+def _commit_without_waiting_for_disk() -> None:
+    """For the worker's idempotent writes only (PostgreSQL; elsewhere a no-op).
+
+    If the server crashes before such a commit reaches disk, the whole transaction is lost
+    together; the batch is then still pending or processing in durable state, and the
+    sweeper or the redelivered message expands it again. The web's batch insert, which a
+    202 promises is durable, never uses this.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def ingest_feedback_batch(*, batch_id: int) -> int:
@@ -165,12 +180,7 @@ def _expand(batch_id: int, claimed_at: datetime) -> int:
     )
     if batch is None:
         return 0
-    if connection.vendor == "postgresql":
-        # Safe without waiting for the WAL flush: if the server crashes before this commit is
-        # durable, the whole transaction is lost together, the batch is still pending or
-        # processing in durable state, and the sweeper expands it again.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    _commit_without_waiting_for_disk()
     now = timezone.now()
     default_app = batch.default_application.slug if batch.default_application else ""
     checked = check_and_resolve(

@@ -157,35 +157,55 @@ def _payload(raw: Any, i: int, errors: list[RowError]) -> Any:
 
 
 def check_event(i: int, event: Any, window: Window, default_app: str) -> Candidate | list[RowError]:
-    """Field checks of one event; no database access. Runs per event: kept lean."""
+    """Field checks of one event; no database access.
+
+    Runs for every event of the hot path, so well-formed values take inline fast paths and
+    only unusual ones pay for a helper call.
+    """
     if type(event) is not dict:
         return [RowError(i, "__all__", "an event must be a JSON object")]
     get = event.get
     errors: list[RowError] = []
     event_id = _event_id(get("event_id"), i, errors)
     occurred_at = _timestamp(get("occurred_at"), i, window, errors)
-    app_slug = _string(get("application"), "application", errors, i, 64) or default_app
-    if not app_slug and "application" not in event:
-        errors.append(RowError(i, "application", "application is required"))
+    app_slug = get("application")
+    if type(app_slug) is not str or not app_slug or len(app_slug) > 64:
+        app_slug = _string(app_slug, "application", errors, i, 64) or default_app
+        if not app_slug and "application" not in event:
+            errors.append(RowError(i, "application", "application is required"))
     kind = get("kind")
     if kind not in KINDS:
         errors.append(RowError(i, "kind", _KIND_MESSAGE))
     role = get("role")
     if role is not None and role not in ROLES:
         errors.append(RowError(i, "role", _ROLE_MESSAGE))
-    request_id = _string(get("request_id"), "request_id", errors, i, 128)
+    request_id = get("request_id")
+    if type(request_id) is not str or len(request_id) > 128:
+        request_id = _string(request_id, "request_id", errors, i, 128)
+    segment = get("segment")
+    if type(segment) is not str or len(segment) > 64:
+        segment = _string(segment, "segment", errors, i, 64)
+    value = get("value")
+    if value is not None and (type(value) is not float or not math.isfinite(value)):
+        value = _value(value, i, errors)
+    payload = get("payload")
+    if payload is not None:
+        payload = _payload(payload, i, errors)
+    version_ref = get("model_version")
+    if version_ref is not None:
+        version_ref = _version_ref(version_ref, i, errors)
     prediction, label = get("prediction"), get("label")
     if kind == _LABEL and label is None:
         errors.append(RowError(i, "label", "a label event needs `label`"))
     elif kind == _PREDICTION and (prediction is None or not request_id):
         message = "a prediction event needs `prediction` and `request_id`"
         errors.append(RowError(i, "prediction", message))
-    candidate = Candidate(
-        i, event_id, occurred_at, app_slug, kind, _value(get("value"), i, errors),  # type: ignore[arg-type]
-        prediction, label, request_id, _string(get("segment"), "segment", errors, i, 64),
-        _payload(get("payload"), i, errors), _version_ref(get("model_version"), i, errors), role,
+    if errors:
+        return errors
+    return Candidate(
+        i, event_id, occurred_at, app_slug, kind, value, prediction, label,  # type: ignore[arg-type]
+        request_id, segment, payload, version_ref, role,
     )  # fmt: skip
-    return errors or candidate
 
 
 # --- Attribution to a model version ---
