@@ -209,7 +209,7 @@ class _Plan:
 
 
 def _plan(deployment: Deployment, now: datetime) -> _Plan:
-    """Which replicas to probe with which golden sets (four queries)."""
+    """Which replicas to probe with which golden sets (three queries)."""
     replicas = live_replicas(deployment_id=deployment.pk, now=now)
     allocations = current_allocations_of(deployment.pk)
     by_sha = {a.model_version.sha256: a.model_version for a in allocations}
@@ -270,10 +270,14 @@ def _findings(plan: _Plan, options: ProbeOptions) -> tuple[dict[int, probes.Find
     )
     findings: dict[int, probes.Finding] = {}
     groups: dict[int, list[int]] = {}
+    versions: dict[int, ModelVersion] = {}
     for replica_pk in answers:
-        groups.setdefault(plan.version_of[replica_pk].pk, []).append(replica_pk)
-    for pks in groups.values():
-        version = plan.version_of[pks[0]]
+        version = plan.version_of[replica_pk]
+        assert version is not None  # only replicas with golden sets were targets
+        versions[version.pk] = version
+        groups.setdefault(version.pk, []).append(replica_pk)
+    for version_pk, pks in groups.items():
+        version = versions[version_pk]
         group_answers = {pk: answers[pk] for pk in pks}
         voters = {pk for pk in pks if pk not in plan.mismatched}
         for gs in plan.sets_of[version.registered_model_id]:
@@ -282,7 +286,7 @@ def _findings(plan: _Plan, options: ProbeOptions) -> tuple[dict[int, probes.Find
             )
             for pk, finding in found.items():
                 findings[pk] = _merge(findings.get(pk), finding)
-    sent = sum(len(a) for a in answers.values())
+    sent = sum(len(a) for a in answers.values())  # requests attempted, faults included
     for pk in plan.mismatched:
         finding = findings.setdefault(pk, probes.Finding(verdict=Verdict.MISMATCHED))
         if finding.verdict != Verdict.CONSISTENT:
