@@ -47,6 +47,7 @@ def small_fleet():
     )
     record_heartbeat(deployment=deployment, instance_id="pod-0", model_version=v1)
     record_heartbeat(deployment=deployment, instance_id="pod-1")
+    return deployment, v1, v2
 
 
 @pytest.fixture
@@ -72,3 +73,90 @@ def test_api_conforms_to_its_schema(case, fuzz_token):
     case.call_and_validate(
         headers={"Authorization": f"Bearer {fuzz_token}"}, excluded_checks=EXCLUDED_CHECKS
     )
+
+
+# --- Happy paths: random path parameters rarely name real objects, so call them explicitly ---
+
+
+def registry_happy_cases(deployment, v1, v2):
+    """(path, method, path parameters, query, body) of successful registry calls."""
+    model = v1.registered_model.name
+    app = deployment.application.slug
+    split = [
+        {"model": model, "version": v1.version, "weight": 50, "role": "control"},
+        {"model": model, "version": v2.version, "weight": 50, "role": "treatment"},
+    ]
+    version = {
+        "artifact_uri": "s3://m/9/model.onnx",
+        "sha256": "e" * 64,
+        "size_bytes": 1,
+        "trained_at": "2026-11-01T00:00:00Z",
+        "metrics": {"accuracy": 0.9},
+    }
+    return [
+        ("/api/v1/applications/{slug}/", "GET", {"slug": app}, None, None),
+        ("/api/v1/applications/{slug}/", "PATCH", {"slug": app}, None, {"team": "ml"}),
+        ("/api/v1/models/{name}/", "GET", {"name": model}, None, None),
+        ("/api/v1/models/{name}/versions/", "POST", {"name": model}, None, version),
+        (
+            "/api/v1/models/{name}/versions/{version}/",
+            "GET",
+            {"name": model, "version": v1.version},
+            None,
+            None,
+        ),
+        (
+            "/api/v1/models/{name}/aliases/{alias}",
+            "GET",
+            {"name": model, "alias": "champion"},
+            None,
+            None,
+        ),
+        (
+            "/api/v1/models/{name}/aliases/{alias}",
+            "PUT",
+            {"name": model, "alias": "champion"},
+            None,
+            {"version": v2.version},
+        ),
+        ("/api/v1/versions/{id}/", "GET", {"id": v1.pk}, None, None),
+        ("/api/v1/deployments/{id}/", "GET", {"id": deployment.pk}, None, None),
+        (
+            "/api/v1/deployments/{id}/allocation",
+            "GET",
+            {"id": deployment.pk},
+            {"at": "2000-01-01T00:00:00Z"},
+            None,
+        ),
+        (
+            "/api/v1/deployments/{id}/allocation",
+            "PUT",
+            {"id": deployment.pk},
+            None,
+            {"allocations": split},
+        ),
+        ("/api/v1/replicas/{id}/", "GET", {"id": deployment.replicas.first().pk}, None, None),
+    ]
+
+
+@pytest.mark.fuzz
+def test_registry_happy_paths_conform_to_the_schema(settings):
+    settings.ALLOWED_HOSTS = ["localhost", "testserver"]
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        fleet = small_fleet()
+        user = rf.UserFactory(username="fuzz-devops", roles=["devops"])
+        _, raw = create_api_token(
+            actor=Actor.system("tests"), user=user, name="fuzz", scopes=ApiToken.Scope.values
+        )
+        for path, method, params, query, body in registry_happy_cases(*fleet):
+            operation = schema[path][method]
+            case = operation.Case(
+                path_parameters=params, query=query, **({"body": body} if body else {})
+            )
+            response = case.call_and_validate(headers={"Authorization": f"Bearer {raw}"})
+            assert response.status_code < 300, (method, path, response.text)
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
