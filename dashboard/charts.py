@@ -28,11 +28,11 @@ FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "siz
 def _layout(fig: go.Figure, *, height: int, **extra: Any) -> go.Figure:
     layout: dict[str, Any] = {
         "height": height,
-        "margin": {"l": 48, "r": 16, "t": 24, "b": 36},
+        "margin": {"l": 48, "r": 16, "t": 40, "b": 36},
         "font": FONT,
         "paper_bgcolor": "rgba(0,0,0,0)",
         "plot_bgcolor": "#ffffff",
-        "legend": {"orientation": "h", "y": -0.12, "x": 0},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.04, "xanchor": "right", "x": 1},
         "hovermode": "x unified",
     }
     fig.update_layout(**{**layout, **extra})
@@ -246,7 +246,7 @@ def quality_figure(points: Sequence[QualityPoint], markers: Sequence[Marker]) ->
         rows=3,
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.07,
+        vertical_spacing=0.09,
         subplot_titles=[title for _, title in QUALITY_PANELS],
     )
     versions = sorted({p.version for p in points})
@@ -268,7 +268,7 @@ def quality_figure(points: Sequence[QualityPoint], markers: Sequence[Marker]) ->
                 row=row,
                 col=1,
             )
-    fig.update_yaxes(tickformat=".0%")
+    fig.update_yaxes(tickformat=".1%", rangemode="tozero")
     _add_markers(fig, markers, rows=3)
     return _layout(fig, height=620)
 

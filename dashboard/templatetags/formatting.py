@@ -134,3 +134,19 @@ def short_sha(value: object) -> str:
 def get(mapping: object, key: object) -> object:
     """mapping[key], or None: `{{ attention|get:app.id }}`."""
     return mapping.get(key) if isinstance(mapping, dict) else None
+
+
+@register.filter
+def signed_pct(value: object) -> str:
+    """A relative change with its sign: 0.2 -> '+20.0%'."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return EMPTY
+    return f"{value * 100:+.1f}%"
+
+
+@register.filter
+def pvalue(value: object) -> str:
+    """A p-value as people read it: '0.042', '< 0.001'."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return EMPTY
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"

@@ -16,13 +16,13 @@ from tests.factories import registry as rf
 HOURS = 36
 
 
-def build_fleet(apps: int = 2, versions: int = 2, replicas: int = 3) -> list:
+def build_fleet(apps: int = 2, versions: int = 2, replicas: int = 3, start: int = 0) -> list:
     """`apps` applications, each with one model of `versions` versions, a running canary
     from the oldest to the newest, `replicas` replicas (the last one stale) and rollups."""
     actor = Actor.system("tests")
     now = timezone.now()
     created = []
-    for i in range(apps):
+    for i in range(start, start + apps):
         app = rf.ApplicationFactory(
             slug=f"shop-{i:03d}", name=f"Shop search {i}", team=f"team-{i % 3}"
         )
@@ -75,7 +75,7 @@ def _rollups(app, baseline, candidate, now) -> None:
     rows = []
     for h in range(HOURS):
         hour = hour0 - timedelta(hours=h)
-        for mv, impressions, conv, correct in ((baseline, 900, 45, 80), (candidate, 100, 6, 9)):
+        for mv, impressions, conv, correct in ((baseline, 900, 45, 80), (candidate, 100, 6, 83)):
             rows += [
                 QualityRollup(application=app, model_version=mv, kind="impression", hour=hour,
                               count=impressions),
