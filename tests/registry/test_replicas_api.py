@@ -354,3 +354,32 @@ def test_stale_heartbeat_is_still_accepted(agent, allocation):
     agent.post(URL, beat(allocation), format="json")
 
     assert Replica.objects.get().last_heartbeat_at > old
+
+
+def test_status_endpoint_counts_the_divergent_replica(
+    token_client, viewer_user, allocation, model_servers, system_actor
+):
+    save_golden_set(
+        actor=system_actor,
+        registered_model=allocation.model_version.registered_model,
+        name="g",
+        inputs=[{"name": "one", "input": {"x": 1}}],
+    )
+    for i, server in enumerate(model_servers("A", "A", "B")):
+        record_heartbeat(
+            deployment=allocation.deployment,
+            instance_id=f"pod-{i}",
+            url=server.url,
+            model_version=allocation.model_version,
+        )
+    probe_deployment(
+        deployment=allocation.deployment, actor=system_actor, options=ProbeOptions(timeout=0.3)
+    )
+
+    response = token_client(viewer_user, "read").get(
+        f"/api/v1/applications/{allocation.deployment.application.slug}/status"
+    )
+
+    replicas = response.json()["deployments"][0]["replicas"]
+    assert (replicas["reporting"], replicas["inconsistent"]) == (3, 1)
+    assert replicas["last_check_outcome"] == "inconsistent"
