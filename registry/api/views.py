@@ -8,6 +8,7 @@ scope or role learns nothing about whether an object exists.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -80,6 +81,7 @@ def positive_int(value: str) -> int:
     return int(value)
 
 
+LOOKUP_RE = re.compile(r"[\w.-]{1,200}", re.ASCII)  # what a slug or name can be; no NUL bytes
 API_FILTER_BACKENDS = [filters.StrictFilterBackend, OrderingFilter]
 
 
@@ -106,7 +108,7 @@ class SafeLookupMixin:
         value = self.kwargs[key]  # type: ignore[attr-defined]
         if self.lookup_field == "pk":  # type: ignore[attr-defined]
             self.kwargs[key] = positive_int(value)  # type: ignore[attr-defined]
-        elif not is_slug(value):
+        elif not LOOKUP_RE.fullmatch(value):
             raise Http404
         return super().get_object()  # type: ignore[misc]
 
@@ -349,14 +351,15 @@ class ModelAliasesViewSet(viewsets.GenericViewSet):
             raise serializers.ValidationError(
                 {"alias": ["Use up to 50 lowercase letters, digits, - and _."]}
             )
-        mv = selectors.model_version_list().filter(registered_model=model, version=data["version"])
-        if not mv.exists():
+        versions = selectors.model_version_list().filter(registered_model=model)
+        mv = versions.filter(version=data["version"]).first()
+        if mv is None:
             raise serializers.ValidationError({"version": [f"{name} has no such version."]})
         services.move_alias(
             actor=actor_of(request),
             registered_model=model,
             name=alias,
-            version=mv.get(),
+            version=mv,
             protected=data.get("protected"),
             reason=data.get("reason", ""),
         )

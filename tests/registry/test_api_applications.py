@@ -146,3 +146,18 @@ def test_application_put_is_not_offered(writer, application):
     response = writer.put(f"/api/v1/applications/{application.slug}/", {}, format="json")
 
     assert response.status_code == 405
+
+
+def test_application_with_legacy_uppercase_slug_is_reachable(reader, application_factory):
+    app = application_factory(slug="Legacy_App")
+
+    response = reader.get(f"/api/v1/applications/{app.slug}/")
+
+    assert response.status_code == 200
+
+
+def test_application_lookup_with_nul_byte_is_404_not_500(reader):
+    response = reader.get("/api/v1/applications/a%00b/")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
