@@ -284,6 +284,12 @@ CELERY_BEAT_SCHEDULE["retry-due-notifications"] = {
     "schedule": 30.0,
     "options": {"expires": 25},
 }
+# Outbound webhooks: re-send deliveries whose retry is due and whose message was lost
+CELERY_BEAT_SCHEDULE["retry-due-webhooks"] = {
+    "task": "dashboard.tasks.retry_due_webhooks_task",
+    "schedule": 30.0,
+    "options": {"expires": 25},
+}
 
 # --- Domain ---
 API_TOKEN_DEFAULT_TTL = timedelta(days=env_int("API_TOKEN_TTL_DAYS", 90))
