@@ -51,12 +51,14 @@ static: $(STAMP)
 seed: migrate  ## Build the demo fleet (idempotent) and print the demo logins
 	$(LOAD_ENV) $(MANAGE) seed_demo
 
-# Issue 7 adds SIMULATE=1 (a traffic/feedback simulator process): hook it in here and in
-# the Procfile, e.g. `honcho start ... simulate` when SIMULATE is set.
-run: static seed  ## Serve web + Celery worker + beat on http://127.0.0.1:8000 (PORT), demo data
-	@echo "==> starting web (gunicorn), Celery worker and beat with honcho; Ctrl-C stops them"
+# The Procfile's `simulate` process (live feedback + heartbeats through the API) runs unless
+# SIMULATE=0 (in the environment or .env): then only web, worker and beat start.
+run: static seed  ## Serve web + Celery worker + beat (+ live demo traffic; SIMULATE=0: off) on :8000
+	@echo "==> starting web (gunicorn), Celery worker, beat and the simulator with honcho; Ctrl-C stops them"
 	@echo "==> http://127.0.0.1:$${PORT:-8000}/  (API docs: /api/docs/)"
-	$(LOAD_ENV) exec $(BIN)/honcho -f Procfile start --port $${PORT:-8000}
+	$(LOAD_ENV) procs=$$([ "$${SIMULATE:-1}" = 0 ] && echo "web worker beat" || true); \
+		SIMULATE_URL=$${SIMULATE_URL:-http://127.0.0.1:$${PORT:-8000}} \
+		exec $(BIN)/honcho -f Procfile start --port $${PORT:-8000} $$procs
 
 # --- Checks ---
 

@@ -197,7 +197,7 @@ def deliver_webhook(*, delivery_id: int, now: datetime | None = None) -> Webhook
             delivery.delivery_id,
             delivery.attempts,
             error,
-        )  # noqa: E501
+        )
     else:
         delivery.next_attempt_at = now + backoff(delivery.attempts)
     delivery.save()

@@ -32,7 +32,7 @@ def test_a_missing_or_hostile_request_id_is_replaced(client):
 def test_json_lines_carry_the_request_id_and_extras():
     record = logging.LogRecord(
         "dashboard.x", logging.WARNING, __file__, 1, "hi %s", ("there",), None
-    )  # noqa: E501
+    )
     record.batch = 7
     token = request_id_var.set("rid-1")
     try:

@@ -105,7 +105,7 @@ def test_it_counts_firing_alerts_by_severity_with_zeros(client, fleet):
 def test_it_reports_the_ingest_backlog_and_events_ingested(client, ingest_batch_factory):
     ingest_batch_factory(
         state=IngestBatch.State.PENDING, created_at=timezone.now() - timedelta(minutes=5)
-    )  # noqa: E501
+    )
     ingest_batch_factory(state=IngestBatch.State.PENDING)
     ingest_batch_factory(state=IngestBatch.State.DONE, accepted=7, duplicate=2, rejected=1)
 

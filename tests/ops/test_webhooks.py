@@ -124,7 +124,7 @@ def test_a_500_is_retried_with_backoff_under_the_same_delivery_id(
         1,
         500,
         "boom",
-    )  # noqa: E501
+    )
     wait = delivery.next_attempt_at - delivery.last_attempt_at
     assert wait == timedelta(seconds=10)
 
@@ -196,10 +196,10 @@ def test_alerts_firing_and_resolved_become_events(deployment_factory):
 
     raise_alert(
         rule_key="replica-probe-mismatch", target_key=key, summary="x", deployment=deployment
-    )  # noqa: E501
+    )
     raise_alert(
         rule_key="replica-probe-mismatch", target_key=key, summary="y", deployment=deployment
-    )  # noqa: E501
+    )
     resolve_alert(rule_key="replica-probe-mismatch", target_key=key, reason="fixed")
 
     events = list(WebhookDelivery.objects.order_by("pk").values_list("event", flat=True))
