@@ -5,6 +5,8 @@ user whose token holds every scope, over a small fleet so that lists return real
 response may be a 5xx, or differ from what the schema says (status, content type, body).
 """
 
+import os
+
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -27,6 +29,11 @@ from tests.factories import registry as rf
 # The schema is fetched at import time, before pytest-django's settings fixture exists.
 with override_settings(ALLOWED_HOSTS=["localhost", "testserver"]):
     schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+
+# The coverage phase (systematic boundary and invalid values, unexpected methods) finds the
+# most but costs about 80 calls per operation; FUZZ_COVERAGE=0 skips it for a quick run.
+schema.config.phases.coverage.enabled = os.environ.get("FUZZ_COVERAGE", "1") != "0"
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "10"))
 
 # Cross-field rules (weights summing to 100, a version that must exist, a free slug) cannot be
 # written in OpenAPI, so schema-valid input may still get a truthful 400 or 409.
@@ -68,7 +75,7 @@ def fuzz_token(settings):
 
 @pytest.mark.fuzz
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_schema(case, fuzz_token):
     case.call_and_validate(
         headers={"Authorization": f"Bearer {fuzz_token}"}, excluded_checks=EXCLUDED_CHECKS
