@@ -352,13 +352,16 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", "127.0.0.1,::1")
 METRICS_CACHE_S = env_int("METRICS_CACHE_S", 10)  # workers share one rendering per interval
 # Content-Security-Policy (django-csp 4): scripts only from here or with the page's nonce.
-# Styles allow 'unsafe-inline': plotly.js injects <style> elements and sets style attributes
-# on its SVG at run time, and templates size bars with style="width: N%" (no script runs).
+# Styles: plotly.js (and the Swagger UI page) inject <style> elements at run time, so
+# style-src-elem allows inline ones (tests/ops/test_csp_browser.py saw violations without);
+# style="..." attributes in markup stay forbidden (JS may still set element.style).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'", NONCE],
-        "style-src": ["'self'", "'unsafe-inline'"],
+        "style-src": ["'self'"],
+        "style-src-elem": ["'self'", "'unsafe-inline'"],
+        "style-src-attr": ["'none'"],
         "img-src": ["'self'", "data:", "blob:"],
         "font-src": ["'self'", "data:"],
         "connect-src": ["'self'"],
