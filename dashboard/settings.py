@@ -204,6 +204,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ModelFormatEnum": "registry.models.ModelVersion.Format",
         "IngestFormatEnum": "feedback.models.IngestBatch.Format",
+        "WebhookDeliveryStateEnum": "dashboard.models.WebhookDelivery.State",
     },
 }
 

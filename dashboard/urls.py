@@ -2,8 +2,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.routers import DefaultRouter
 
-from . import alert_views, api, health, metrics, replica_views, views
+from . import alert_views, api, health, metrics, replica_views, views, webhook_api
+
+webhook_routes = DefaultRouter(trailing_slash=True)
+webhook_routes.include_root_view = False
+webhook_routes.register("webhooks", webhook_api.WebhookSubscriptionViewSet, basename="webhook")
 
 dashboard_patterns = [
     path("", views.home, name="home"),
@@ -11,9 +16,7 @@ dashboard_patterns = [
     path("applications/<slug:slug>/", views.application_detail, name="application-detail"),
     path("models/<str:name>/", views.model_detail, name="model-detail"),
     path("rollouts/<int:pk>/", views.rollout_detail, name="rollout-detail"),
-    path(
-        "rollouts/<int:pk>/<str:action>/", views.rollout_action, name="rollout-action"
-    ),
+    path("rollouts/<int:pk>/<str:action>/", views.rollout_action, name="rollout-action"),
     path("replicas/", views.replicas, name="replicas"),
     path("audit/", views.audit_log, name="audit"),
     path("tokens/", views.tokens, name="tokens"),
@@ -43,6 +46,7 @@ urlpatterns = [
         name="application-status",
     ),
     path("api/v1/status", api.FleetStatusView.as_view(), name="fleet-status"),
+    path("api/v1/", include((webhook_routes.urls, "dashboard-api"))),
     path("api/v1/", include("feedback.api.urls")),
     path("api/v1/", include("registry.api.urls")),
 ]

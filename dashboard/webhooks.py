@@ -42,12 +42,91 @@ from feedback.services.notifications import (
     backoff,
     sign,
 )
-from registry.models import AuditEvent
+from registry.models import Application, AuditEvent
+from registry.roles import Actor
+from registry.services import record_audit_event
 
 from .models import EVENT_TYPES, WebhookDelivery, WebhookSubscription
 
 log = logging.getLogger(__name__)
 RESPONSE_KEEP = 2048
+
+
+# --- Subscriptions (audited writes) ---
+
+
+def _snapshot(sub: WebhookSubscription) -> dict[str, Any]:
+    return {
+        "name": sub.name,
+        "url": sub.url,
+        "events": sub.events,
+        "application": sub.application.slug if sub.application_id else None,
+        "enabled": sub.enabled,
+    }
+
+
+@transaction.atomic
+def create_subscription(
+    *,
+    actor: Actor,
+    name: str,
+    url: str,
+    events: list[str],
+    application: Application | None = None,
+    enabled: bool = True,
+) -> WebhookSubscription:
+    """Subscribe `url` to `events`; the generated secret is on the returned row only."""
+    sub = WebhookSubscription.objects.create(
+        name=name, url=url, events=sorted(set(events)), application=application, enabled=enabled
+    )
+    record_audit_event(
+        actor=actor,
+        kind="webhook.created",
+        target=sub,
+        application=application,
+        after=_snapshot(sub),
+    )
+    return sub
+
+
+@transaction.atomic
+def update_subscription(
+    *,
+    actor: Actor,
+    subscription: WebhookSubscription,
+    url: str | None = None,
+    events: list[str] | None = None,
+    enabled: bool | None = None,
+) -> WebhookSubscription:
+    before = _snapshot(subscription)
+    if url is not None:
+        subscription.url = url
+    if events is not None:
+        subscription.events = sorted(set(events))
+    if enabled is not None:
+        subscription.enabled = enabled
+    subscription.save()
+    record_audit_event(
+        actor=actor,
+        kind="webhook.updated",
+        target=subscription,
+        application=subscription.application,
+        before=before,
+        after=_snapshot(subscription),
+    )
+    return subscription
+
+
+@transaction.atomic
+def delete_subscription(*, actor: Actor, subscription: WebhookSubscription) -> None:
+    record_audit_event(
+        actor=actor,
+        kind="webhook.deleted",
+        target=subscription,
+        application=subscription.application,
+        before=_snapshot(subscription),
+    )
+    subscription.delete()
 
 
 # --- Turning events into deliveries ---
