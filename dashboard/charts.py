@@ -155,7 +155,7 @@ def traffic_split_figure(spans: Sequence[AllocationSpan], *, now: datetime) -> g
         cols=1,
         shared_xaxes=True,
         vertical_spacing=0.08,
-        subplot_titles=deployments or None,
+        subplot_titles=deployments if len(deployments) > 1 else None,
     )
     versions = sorted({s.version for s in spans})
     for row, dep in enumerate(deployments, start=1):
