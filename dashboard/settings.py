@@ -213,13 +213,15 @@ CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 if not REDIS_URL:
     # Embedded broker: the worker and beat are still separate processes sharing folders.
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+        # fanout/pidbox exchanges; kombu defaults to a "control" folder in the cwd
+        "control_folder": str(_broker_dir / "control"),
     }
 else:
     # At-least-once on Redis, as measured in RECIPES.md: a killed worker's task comes back
