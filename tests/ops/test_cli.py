@@ -166,3 +166,30 @@ def test_feedback_push_reports_accepted_duplicate_and_rejected(
     assert (report["accepted"], report["duplicate"], report["rejected"]) == (5, 1, 1), report
     assert (report["accepted"], report["duplicate"], report["rejected"]) == (5, 1, 1)
     assert "processed 3/3" in err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rollout_start_then_pause_fails_the_rollout_gate_and_rollback_clears_it(
+    cli, shop, traffic_allocation_factory, model_version_factory
+):
+    control = traffic_allocation_factory(deployment=shop, model_version__registered_model__name="r")
+    candidate = model_version_factory(registered_model=control.model_version.registered_model)
+    ref = f"r:{candidate.version}"
+
+    code, out, err = cli(
+        "rollout", "start", "--deployment", "shop/prod", "--candidate", ref, "--steps", "10,50"
+    )
+    assert code == 0, err
+    rollout_id = out.split()[1]
+    assert out.strip().endswith("is running")
+
+    code, out, err = cli("rollout", "pause", rollout_id, "--reason", "looks off")
+    assert code == 0, err
+    code, _, err = cli("status", "shop", "--fail-on", "rollout-failing")
+    assert code == 1
+    assert f"rollout {rollout_id} is paused" in err
+
+    code, out, err = cli("rollout", "rollback", rollout_id, "--reason", "bad canary")
+    assert code == 0, err
+    assert out.strip().endswith("is rolled_back")
+    assert cli("status", "shop", "--fail-on", "rollout-failing")[0] == 0
