@@ -209,7 +209,18 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ModelFormatEnum": "registry.models.ModelVersion.Format",
         "IngestFormatEnum": "feedback.models.IngestBatch.Format",
-        "WebhookDeliveryStateEnum": "dashboard.models.WebhookDelivery.State",
+        # one name per choice set shared across apps (else W001 fails `make check-deploy`);
+        # identical sets share one name: low..critical (criticality, report severity) and
+        # firing / resolved (alert state, notification event)
+        "CriticalityEnum": "registry.models.Application.Criticality",
+        "RolloutStateEnum": "registry.models.Rollout.State",
+        "IngestBatchStateEnum": "feedback.models.IngestBatch.State",
+        "ReportStateEnum": "feedback.models.FeedbackReport.State",
+        "AlertMetricEnum": "feedback.models.AlertRule.Metric",
+        "AlertSeverityEnum": "feedback.models.AlertRule.Severity",
+        "AlertStateEnum": "feedback.models.Alert.State",
+        # pending / delivered / failed: alert notifications and webhook deliveries alike
+        "DeliveryStateEnum": "feedback.models.Notification.State",
     },
 }
 
