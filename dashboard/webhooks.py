@@ -261,6 +261,11 @@ def deliver_webhook(*, delivery_id: int, now: datetime | None = None) -> Webhook
     if claimed != 1:
         return None
     delivery = WebhookDelivery.objects.select_related("subscription").get(pk=delivery_id)
+    if not delivery.subscription.enabled:
+        # disabled meanwhile: stop retrying rather than post to a receiver that was turned off
+        delivery.state, delivery.last_error = WebhookDelivery.State.FAILED, "subscription disabled"
+        delivery.save(update_fields=["state", "last_error", "updated_at"])
+        return delivery
     status, text, error = _post(delivery.subscription, delivery)
     delivery.attempts += 1
     delivery.last_attempt_at = now

@@ -222,3 +222,19 @@ def test_a_failed_change_sends_nothing(registered_model_factory, devops_actor):
         register_then_fail()
 
     assert not WebhookDelivery.objects.exists()
+
+
+def test_a_disabled_subscription_stops_its_pending_retries(
+    receiver, registered_model_factory, devops_actor
+):
+    hook = receiver(500)
+    sub = WebhookSubscription.objects.create(name="ci", url=hook.url, secret=SECRET, events=["*"])
+    register(registered_model_factory(), devops_actor)
+    delivery = WebhookDelivery.objects.get()
+    WebhookSubscription.objects.filter(pk=sub.pk).update(enabled=False)
+
+    deliver_webhook(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.last_error) == ("failed", "subscription disabled")
+    assert hook.requests == []
