@@ -36,6 +36,7 @@ from registry.auth import BearerTokenAuthentication
 from registry.models import ApiToken, Rollout
 
 from . import selectors
+from .models import WebhookDelivery
 
 CACHE_KEY = "dashboard:metrics:v1"
 VERSION_LABELS = ["application", "deployment", "model", "version", "role"]
@@ -94,6 +95,19 @@ def firing_alerts_by_severity() -> dict[str, int]:
         .order_by()
     ):
         counts[row["severity"]] = row["n"]
+    return counts
+
+
+def webhook_backlog() -> dict[str, int]:
+    """Pending and failed webhook deliveries (delivered ones are history, not a backlog)."""
+    counts = {WebhookDelivery.State.PENDING.value: 0, WebhookDelivery.State.FAILED.value: 0}
+    for row in (
+        WebhookDelivery.objects.filter(state__in=list(counts))
+        .values("state")
+        .annotate(n=Count("id"))
+        .order_by()
+    ):
+        counts[row["state"]] = row["n"]
     return counts
 
 
@@ -240,6 +254,15 @@ class FleetCollector:
             for outcome, n in outcomes.items():
                 events.add_metric([source, outcome], n)
         yield events
+
+        hooks = _gauge(
+            "modelops_webhook_deliveries",
+            "Outbound webhook deliveries waiting for an attempt or given up.",
+            ["state"],
+        )
+        for state, n in webhook_backlog().items():
+            hooks.add_metric([state], n)
+        yield hooks
 
         scrape = GaugeMetricFamily(
             "modelops_metrics_generated_timestamp_seconds",

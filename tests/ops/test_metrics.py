@@ -177,5 +177,20 @@ def test_the_scrape_query_count_does_not_grow_with_the_fleet(
         replica_factory(deployment=allocation.deployment)
     from dashboard.metrics import render_metrics
 
-    with django_assert_max_num_queries(11):  # measured 11 at 2 and at 12 apps
+    with django_assert_max_num_queries(12):  # measured 12 at 2 and at 12 apps
         render_metrics()
+
+
+def test_it_counts_webhook_deliveries_waiting_or_given_up(client):
+    from dashboard.models import WebhookDelivery, WebhookSubscription
+
+    sub = WebhookSubscription.objects.create(name="ci", url="http://127.0.0.1:9/", events=["*"])
+    for state in ("pending", "failed", "failed", "delivered"):
+        WebhookDelivery.objects.create(
+            subscription=sub, event="alias.moved", payload={}, state=state,
+            next_attempt_at=timezone.now(),
+        )  # fmt: skip
+
+    family = scrape(client)["modelops_webhook_deliveries"]
+
+    assert {s.labels["state"]: s.value for s in family.samples} == {"pending": 1, "failed": 2}
