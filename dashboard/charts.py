@@ -6,14 +6,12 @@ are escaped; one static JS per page draws it with Plotly.newPlot (no inline scri
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 PALETTE = ("#4f46e5", "#0ea5a4", "#f59e0b", "#db2777", "#16a34a", "#0284c7", "#9333ea", "#64748b")
 EVENT_COLORS = {
@@ -25,7 +23,41 @@ EVENT_COLORS = {
 FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12}
 
 
-def _layout(fig: go.Figure, *, height: int, **extra: Any) -> go.Figure:
+def _figure(data: list[dict[str, Any]], layout: dict[str, Any]) -> go.Figure:
+    """A Figure from plain dicts without plotly's per-element validation.
+
+    Validation (and make_subplots / add_vline) cost 0.1-1.7 s per figure at fleet scale; the
+    dicts below use only documented attributes, and the browser test draws every figure.
+    """
+    return go.Figure({"data": data, "layout": layout}, _validate=False)
+
+
+def _stack(rows: int, titles: Sequence[str] | None, gap: float = 0.08) -> dict[str, Any]:
+    """Layout axes for `rows` panels stacked on one shared time axis (top to bottom)."""
+    height = (1 - gap * (rows - 1)) / rows
+    layout: dict[str, Any] = {"annotations": []}
+    for i in range(rows):
+        top = 1 - i * (height + gap)
+        suffix = "" if i == 0 else str(i + 1)
+        domain = [max(round(top - height, 4), 0), min(round(top, 4), 1)]
+        layout[f"yaxis{suffix}"] = {"domain": domain, "anchor": "x"}
+        if titles:
+            layout["annotations"].append(
+                {"text": titles[i], "x": 0.5, "xref": "paper", "y": top, "yref": "paper",
+                 "yanchor": "bottom", "xanchor": "center", "showarrow": False,
+                 "font": {"size": 13}}
+            )  # fmt: skip
+    layout["xaxis"] = {"anchor": f"y{rows if rows > 1 else ''}", "type": "date"}
+    for i in range(1, rows):
+        layout[f"xaxis{i + 1}"] = {"matches": "x", "showticklabels": False}
+    return layout
+
+
+AXIS = {"gridcolor": "#eef1f4", "linecolor": "#cfd4dc", "zeroline": False}
+
+
+def _layout(height: int, **extra: Any) -> dict[str, Any]:
+    """The house layout: transparent paper, light grid, legend top right."""
     layout: dict[str, Any] = {
         "height": height,
         "margin": {"l": 48, "r": 16, "t": 40, "b": 36},
@@ -34,16 +66,19 @@ def _layout(fig: go.Figure, *, height: int, **extra: Any) -> go.Figure:
         "plot_bgcolor": "#ffffff",
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.04, "xanchor": "right", "x": 1},
         "hovermode": "x unified",
+        **extra,
     }
-    fig.update_layout(**{**layout, **extra})
-    fig.update_xaxes(gridcolor="#eef1f4", linecolor="#cfd4dc")
-    fig.update_yaxes(gridcolor="#eef1f4", linecolor="#cfd4dc", zeroline=False)
-    return fig
+    for key, axis in list(layout.items()):
+        if key.startswith(("xaxis", "yaxis")):
+            layout[key] = {**AXIS, **axis}
+    layout.setdefault("xaxis", dict(AXIS))
+    layout.setdefault("yaxis", dict(AXIS))
+    return layout
 
 
 def figure_json(fig: go.Figure) -> dict[str, Any]:
-    """The figure as plain JSON data for `|json_script`."""
-    return json.loads(fig.to_json())
+    """The figure as plain data for `|json_script` (DjangoJSONEncoder writes the datetimes)."""
+    return fig.to_plotly_json()
 
 
 def color(i: int) -> str:
@@ -98,29 +133,20 @@ def sankey_figure(links: Sequence[FlowLink]) -> go.Figure:
             dst.append(t)
             val.append(share)
             text.append(label)
-    fig = go.Figure(
-        go.Sankey(
-            arrangement="snap",
-            node={
-                "label": labels,
-                "color": colors,
-                "pad": 10,
-                "thickness": 12,
-                "line": {"width": 0},
-            },
-            link={
-                "source": src,
-                "target": dst,
-                "value": val,
-                "customdata": text,
-                "hovertemplate": "%{source.label} → %{target.label}<br>%{customdata}"
-                "<extra></extra>",
-                "color": "rgba(99, 102, 241, 0.22)",
-            },
-        )
-    )
+    trace = {
+        "type": "sankey",
+        "arrangement": "snap",
+        "node": {"label": labels, "color": colors, "pad": 10, "thickness": 12,
+                 "line": {"width": 0}},
+        "link": {
+            "source": src, "target": dst, "value": val, "customdata": text,
+            "hovertemplate": "%{source.label} → %{target.label}<br>%{customdata}<extra></extra>",
+            "color": "rgba(99, 102, 241, 0.22)",
+        },
+    }  # fmt: skip
     height = max(260, min(1400, 22 * max(len(labels) // 3, 1)))
-    return _layout(fig, height=height, hovermode=False, margin={"l": 8, "r": 8, "t": 8, "b": 8})
+    margin = {"l": 8, "r": 8, "t": 8, "b": 8}
+    return _figure([trace], _layout(height, hovermode=False, margin=margin))
 
 
 # --- Application ---
@@ -147,17 +173,17 @@ class Marker:
     label: str
 
 
+def _axis_ref(row: int) -> str:
+    return "y" if row == 1 else f"y{row}"
+
+
 def traffic_split_figure(spans: Sequence[AllocationSpan], *, now: datetime) -> go.Figure:
     """Stacked step areas: each version's live share of each deployment over time."""
     deployments = sorted({s.deployment for s in spans})
-    fig = make_subplots(
-        rows=max(len(deployments), 1),
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.08,
-        subplot_titles=deployments if len(deployments) > 1 else None,
-    )
     versions = sorted({s.version for s in spans})
+    rows = max(len(deployments), 1)
+    layout = _stack(rows, deployments if rows > 1 else None)
+    data = []
     for row, dep in enumerate(deployments, start=1):
         mine = [s for s in spans if s.deployment == dep]
         instants = sorted({s.start for s in mine} | {s.end or now for s in mine})
@@ -169,57 +195,51 @@ def traffic_split_figure(spans: Sequence[AllocationSpan], *, now: datetime) -> g
                 next((s.weight for s in own if s.start <= t and (s.end or now) > t), 0)
                 for t in instants
             ]
-            fig.add_trace(
-                go.Scatter(
-                    x=instants,
-                    y=ys,
-                    name=version,
-                    legendgroup=version,
-                    showlegend=row == 1,
-                    mode="lines",
-                    line={"shape": "hv", "width": 1, "color": color(versions.index(version))},
-                    stackgroup=f"d{row}",
-                    hovertemplate=f"{version}: %{{y}}%<extra></extra>",
-                ),
-                row=row,
-                col=1,
-            )
-    fig.update_yaxes(range=[0, 100], ticksuffix="%")
-    return _layout(fig, height=120 + 150 * max(len(deployments), 1))
+            data.append(
+                {"type": "scatter", "x": [t.isoformat() for t in instants], "y": ys,
+                 "name": version,
+                 "legendgroup": version, "showlegend": row == 1, "mode": "lines",
+                 "line": {"shape": "hv", "width": 1, "color": color(versions.index(version))},
+                 "stackgroup": f"d{row}", "xaxis": "x", "yaxis": _axis_ref(row),
+                 "hovertemplate": f"{version}: %{{y}}%<extra></extra>"}
+            )  # fmt: skip
+        layout[f"yaxis{'' if row == 1 else row}"].update(range=[0, 100], ticksuffix="%")
+    return _figure(data, _layout(120 + 150 * rows, **layout))
 
 
 def version_timeline_figure(spans: Sequence[AllocationSpan], *, now: datetime) -> go.Figure:
     """When each version served (with live traffic or as a shadow), one bar per stint."""
     versions = sorted({s.version for s in spans})
-    fig = go.Figure()
+    data = []
     for i, version in enumerate(versions):
         own = [s for s in spans if s.version == version]
-        fig.add_trace(
-            go.Bar(
-                y=[f"{s.version} · {s.deployment}" for s in own],
-                x=[((s.end or now) - s.start).total_seconds() * 1000 for s in own],
-                base=[s.start.isoformat() for s in own],
-                orientation="h",
-                name=version,
-                marker={"color": color(i)},
-                customdata=[
+        data.append(
+            {
+                "type": "bar",
+                "orientation": "h",
+                "y": [f"{s.version} · {s.deployment}" for s in own],
+                "x": [((s.end or now) - s.start).total_seconds() * 1000 for s in own],
+                "base": [s.start.isoformat() for s in own],
+                "name": version,
+                "marker": {"color": color(i)},
+                "customdata": [
                     [s.role, s.weight, "now" if s.end is None else s.end.strftime("%Y-%m-%d %H:%M")]
                     for s in own
                 ],
-                hovertemplate="%{y}<br>%{customdata[0]} %{customdata[1]}%<br>"
+                "hovertemplate": "%{y}<br>%{customdata[0]} %{customdata[1]}%<br>"
                 "%{base|%Y-%m-%d %H:%M} → %{customdata[2]}<extra></extra>",
-            )
+            }
         )
-    fig.update_xaxes(type="date")
-    fig.update_yaxes(autorange="reversed")
     rows = len({(s.version, s.deployment) for s in spans})
-    return _layout(
-        fig,
-        height=100 + 26 * max(rows, 2),
+    layout = _layout(
+        100 + 26 * max(rows, 2),
         barmode="overlay",
         hovermode="closest",
         showlegend=False,
+        xaxis={"type": "date"},
+        yaxis={"autorange": "reversed"},
     )
+    return _figure(data, layout)
 
 
 @dataclass(frozen=True)
@@ -242,64 +262,41 @@ QUALITY_PANELS = (
 
 def quality_figure(points: Sequence[QualityPoint], markers: Sequence[Marker]) -> go.Figure:
     """Hourly quality per version, with registry and rollout events on the same time axis."""
-    fig = make_subplots(
-        rows=3,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.09,
-        subplot_titles=[title for _, title in QUALITY_PANELS],
-    )
+    layout = _stack(3, [title for _, title in QUALITY_PANELS], gap=0.09)
     versions = sorted({p.version for p in points})
+    data = []
     for i, version in enumerate(versions):
         own = [p for p in points if p.version == version]
+        hours = [p.hour.isoformat() for p in own]  # strings: plotly deep-copies data
         for row, (attr, _) in enumerate(QUALITY_PANELS, start=1):
-            fig.add_trace(
-                go.Scatter(
-                    x=[p.hour for p in own],
-                    y=[getattr(p, attr) for p in own],
-                    name=version,
-                    legendgroup=version,
-                    showlegend=row == 1,
-                    mode="lines",
-                    connectgaps=False,
-                    line={"width": 1.6, "color": color(i)},
-                    hovertemplate=f"{version}: %{{y:.2%}}<extra></extra>",
-                ),
-                row=row,
-                col=1,
-            )
-    fig.update_yaxes(tickformat=".1%", rangemode="tozero")
-    _add_markers(fig, markers, rows=3)
-    return _layout(fig, height=620)
-
-
-def _add_markers(fig: go.Figure, markers: Sequence[Marker], *, rows: int) -> None:
-    """Dashed vertical lines across every panel, with hover labels on a thin marker trace."""
-    for m in markers:
-        verb = m.kind.rsplit(".", 1)[-1]
-        tint = EVENT_COLORS.get(verb, "#64748b")
-        fig.add_vline(x=m.at, line={"width": 1, "dash": "dot", "color": tint}, row="all", col=1)
+            data.append(
+                {"type": "scatter", "x": hours, "y": [getattr(p, attr) for p in own],
+                 "name": version, "legendgroup": version, "showlegend": row == 1,
+                 "mode": "lines", "connectgaps": False, "xaxis": "x", "yaxis": _axis_ref(row),
+                 "line": {"width": 1.6, "color": color(i)},
+                 "hovertemplate": f"{version}: %{{y:.2%}}<extra></extra>"}
+            )  # fmt: skip
+    for row in (1, 2, 3):
+        layout[f"yaxis{'' if row == 1 else row}"].update(tickformat=".1%", rangemode="tozero")
+    layout["shapes"] = [
+        {"type": "line", "xref": "x", "yref": "paper", "x0": m.at.isoformat(),
+         "x1": m.at.isoformat(), "y0": 0, "y1": 1,
+         "line": {"width": 1, "dash": "dot", "color": _tint(m)}}
+        for m in markers
+    ]  # fmt: skip
     if markers:
-        fig.add_trace(
-            go.Scatter(
-                x=[m.at for m in markers],
-                y=[1.0] * len(markers),
-                yaxis="y",
-                mode="markers",
-                marker={
-                    "symbol": "triangle-down",
-                    "size": 9,
-                    "color": [
-                        EVENT_COLORS.get(m.kind.rsplit(".", 1)[-1], "#64748b") for m in markers
-                    ],
-                },
-                name="events",
-                text=[f"{m.kind}: {m.label}" for m in markers],
-                hovertemplate="%{text}<extra></extra>",
-            ),
-            row=1,
-            col=1,
-        )
+        data.append(
+            {"type": "scatter", "x": [m.at.isoformat() for m in markers], "y": [0] * len(markers),
+             "xaxis": "x", "yaxis": "y3", "mode": "markers", "name": "events",
+             "marker": {"symbol": "triangle-up", "size": 9, "color": [_tint(m) for m in markers]},
+             "text": [f"{m.kind}: {m.label}" for m in markers],
+             "hovertemplate": "%{text}<extra></extra>"}
+        )  # fmt: skip
+    return _figure(data, _layout(620, **layout))
+
+
+def _tint(m: Marker) -> str:
+    return EVENT_COLORS.get(m.kind.rsplit(".", 1)[-1], "#64748b")
 
 
 # --- Model ---
@@ -321,35 +318,26 @@ class OnlinePoint:
 
 def accuracy_figure(offline: Sequence[OfflinePoint], online: Sequence[OnlinePoint]) -> go.Figure:
     """Offline accuracy at training time per version, and online accuracy per hour."""
-    fig = go.Figure()
     with_acc = [p for p in offline if p.accuracy is not None]
-    fig.add_trace(
-        go.Scatter(
-            x=[p.trained_at for p in with_acc],
-            y=[p.accuracy for p in with_acc],
-            text=[p.version for p in with_acc],
-            mode="markers+text",
-            textposition="top center",
-            marker={"size": 9, "symbol": "diamond", "color": "#1b1f24"},
-            name="offline (at training)",
-            hovertemplate="%{text} offline: %{y:.2%}<extra></extra>",
-        )
-    )
+    data = [
+        {"type": "scatter", "x": [p.trained_at.isoformat() for p in with_acc],
+         "y": [p.accuracy for p in with_acc], "text": [p.version for p in with_acc],
+         "mode": "markers+text", "textposition": "top center",
+         "marker": {"size": 9, "symbol": "diamond", "color": "#1b1f24"},
+         "name": "offline (at training)",
+         "hovertemplate": "%{text} offline: %{y:.2%}<extra></extra>"}
+    ]  # fmt: skip
     versions = sorted({p.version for p in online})
     for i, version in enumerate(versions):
         own = [p for p in online if p.version == version]
-        fig.add_trace(
-            go.Scatter(
-                x=[p.hour for p in own],
-                y=[p.accuracy for p in own],
-                mode="lines",
-                name=f"{version} online",
-                line={"width": 1.6, "color": color(i)},
-                hovertemplate=f"{version} online: %{{y:.2%}}<extra></extra>",
-            )
-        )
-    fig.update_yaxes(tickformat=".0%")
-    return _layout(fig, height=340)
+        data.append(
+            {"type": "scatter", "x": [p.hour.isoformat() for p in own],
+             "y": [p.accuracy for p in own],
+             "mode": "lines", "name": f"{version} online",
+             "line": {"width": 1.6, "color": color(i)},
+             "hovertemplate": f"{version} online: %{{y:.2%}}<extra></extra>"}
+        )  # fmt: skip
+    return _figure(data, _layout(340, yaxis={"tickformat": ".0%"}, xaxis={"type": "date"}))
 
 
 # --- Rollout ---
@@ -367,42 +355,38 @@ class ArmFigure:
     n: int
 
 
+ARM_COLORS = {"baseline": "#4f46e5", "candidate": "#f59e0b"}
+
+
 def arms_figure(points: Sequence[ArmFigure]) -> go.Figure:
     """Per metric, baseline and candidate side by side with 95 % error bars."""
     metrics = list(dict.fromkeys(p.metric for p in points))
-    fig = make_subplots(
-        rows=1,
-        cols=max(len(metrics), 1),
-        subplot_titles=[m.replace("_", " ") for m in metrics] or None,
-        horizontal_spacing=0.06,
-    )
-    arm_colors = {"baseline": "#4f46e5", "candidate": "#f59e0b"}
+    cols, gap = max(len(metrics), 1), 0.06
+    width = (1 - gap * (cols - 1)) / cols
+    layout: dict[str, Any] = {"annotations": []}
+    data = []
     for col, metric in enumerate(metrics, start=1):
+        suffix = "" if col == 1 else str(col)
+        left = (col - 1) * (width + gap)
+        domain = [max(round(left, 4), 0), min(round(left + width, 4), 1)]
+        layout[f"xaxis{suffix}"] = {"domain": domain, "anchor": f"y{suffix}"}
+        layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}", "tickformat": ".1%"}
+        layout["annotations"].append(
+            {"text": metric.replace("_", " "), "x": left + width / 2, "xref": "paper", "y": 1,
+             "yref": "paper", "yanchor": "bottom", "showarrow": False, "font": {"size": 13}}
+        )  # fmt: skip
         for arm in ("baseline", "candidate"):
             p = next((p for p in points if p.metric == metric and p.arm == arm), None)
             if p is None or p.value is None:
                 continue
-            fig.add_trace(
-                go.Scatter(
-                    x=[arm],
-                    y=[p.value],
-                    mode="markers",
-                    name=arm,
-                    legendgroup=arm,
-                    showlegend=col == 1,
-                    marker={"size": 10, "color": arm_colors[arm]},
-                    error_y={
-                        "type": "data",
-                        "symmetric": False,
-                        "array": [(p.high - p.value) if p.high is not None else 0],
-                        "arrayminus": [(p.value - p.low) if p.low is not None else 0],
-                        "thickness": 1.6,
-                        "width": 8,
-                    },
-                    hovertemplate=f"{arm}: %{{y:.3%}} (n={p.n:,})<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
-    fig.update_yaxes(tickformat=".1%")
-    return _layout(fig, height=300, hovermode="closest")
+            data.append(
+                {"type": "scatter", "x": [arm], "y": [p.value], "mode": "markers", "name": arm,
+                 "legendgroup": arm, "showlegend": col == 1, "xaxis": f"x{suffix}",
+                 "yaxis": f"y{suffix}", "marker": {"size": 10, "color": ARM_COLORS[arm]},
+                 "error_y": {"type": "data", "symmetric": False,
+                             "array": [(p.high - p.value) if p.high is not None else 0],
+                             "arrayminus": [(p.value - p.low) if p.low is not None else 0],
+                             "thickness": 1.6, "width": 8},
+                 "hovertemplate": f"{arm}: %{{y:.3%}} (n={p.n:,})<extra></extra>"}
+            )  # fmt: skip
+    return _figure(data, _layout(300, hovermode="closest", **layout))
