@@ -95,6 +95,12 @@ BENCH_TARGETS += bench-ingest
 bench-ingest: $(STAMP)  ## Feedback ingest benchmark; last line: ingest events_per_s=... ratio=...
 	$(LOAD_ENV) $(BIN)/python tests/bench/bench_ingest.py $(BENCH_INGEST_ARGS)
 
+# Every page and the status endpoint at fleet scale (500 applications, 20,000 versions, 90 days
+# of hourly rollups loaded with COPY into a scratch DB, reused between runs; needs PG + Redis)
+BENCH_TARGETS += bench-pages
+bench-pages: $(STAMP)  ## Page benchmark; last line: pages worst_median_ms=... status_ratio=...
+	$(LOAD_ENV) $(BIN)/python tests/bench/bench_pages.py $(BENCH_PAGES_ARGS)
+
 bench: $(BENCH_TARGETS)  ## Benchmarks (each prints the figures it measured)
 	@$(if $(BENCH_TARGETS),true,echo "no benchmarks yet")
 
