@@ -193,3 +193,26 @@ def test_rollout_start_then_pause_fails_the_rollout_gate_and_rollback_clears_it(
     assert code == 0, err
     assert out.strip().endswith("is rolled_back")
     assert cli("status", "shop", "--fail-on", "rollout-failing")[0] == 0
+
+
+def test_jsonl_files_are_cut_into_batches_without_blank_lines(tmp_path):
+    from modelops_cli.__main__ import chunks
+
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(f'{{"n": {i}}}\n' + ("\n" if i % 2 else "") for i in range(5)))
+
+    batches = list(chunks(path, 2))
+
+    assert [(fmt, rows) for fmt, _, rows in batches] == [("jsonl", 2), ("jsonl", 2), ("jsonl", 1)]
+    assert batches[2][1] == b'{"n": 4}\n'
+
+
+def test_csv_batches_repeat_the_header(tmp_path):
+    from modelops_cli.__main__ import chunks
+
+    path = tmp_path / "events.csv"
+    path.write_text("a,b\n1,2\n3,4\n5,6\n")
+
+    batches = list(chunks(path, 2))
+
+    assert [data for _, data, _ in batches] == [b"a,b\n1,2\n3,4\n", b"a,b\n5,6\n"]
