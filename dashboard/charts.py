@@ -373,7 +373,8 @@ def arms_figure(points: Sequence[ArmFigure]) -> go.Figure:
         layout[f"yaxis{suffix}"] = {"anchor": f"x{suffix}", "tickformat": ".1%"}
         layout["annotations"].append(
             {"text": metric.replace("_", " "), "x": left + width / 2, "xref": "paper", "y": 1,
-             "yref": "paper", "yanchor": "bottom", "showarrow": False, "font": {"size": 13}}
+             "yref": "paper", "yanchor": "bottom", "xanchor": "center", "showarrow": False,
+             "font": {"size": 13}}
         )  # fmt: skip
         for arm in ("baseline", "candidate"):
             p = next((p for p in points if p.metric == metric and p.arm == arm), None)
@@ -389,4 +390,6 @@ def arms_figure(points: Sequence[ArmFigure]) -> go.Figure:
                              "thickness": 1.6, "width": 8},
                  "hovertemplate": f"{arm}: %{{y:.3%}} (n={p.n:,})<extra></extra>"}
             )  # fmt: skip
-    return _figure(data, _layout(300, hovermode="closest", **layout))
+    legend = {"orientation": "h", "yanchor": "bottom", "y": 1.1, "xanchor": "right", "x": 1}
+    margin = {"l": 48, "r": 16, "t": 64, "b": 36}
+    return _figure(data, _layout(320, hovermode="closest", legend=legend, margin=margin, **layout))

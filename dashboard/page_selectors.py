@@ -342,7 +342,7 @@ class ReplicasPage:
 
 
 def replicas_page(*, q: str = "", problems_only: bool = False, page: int = 1,
-                  per_page: int = 40) -> ReplicasPage:  # fmt: skip
+                  per_page: int = 30) -> ReplicasPage:  # fmt: skip
     """Deployments with a grid of their replicas, problems first (4 queries)."""
     now = timezone.now()
     fresh_after = ExpressionWrapper(

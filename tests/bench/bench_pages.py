@@ -406,27 +406,36 @@ def _time_once(client, url: str) -> tuple[float, int]:
 # --- Throughput against gunicorn ---
 
 
-def _client(args: tuple[int, str, dict[str, str], float]) -> int:
+def _client(args: tuple[int, str, dict[str, str], float]) -> tuple[int, int]:
+    """One keep-alive client: requests until `until`; (answered, failed) counts."""
     port, path, headers, until = args
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    done = 0
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    done = failed = 0
     while time.time() < until:
-        conn.request("GET", path, headers={**headers, "Connection": "keep-alive"})
-        response = conn.getresponse()
-        response.read()
+        try:
+            conn.request("GET", path, headers={**headers, "Connection": "keep-alive"})
+            response = conn.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()  # a reset or a stall: count it and reconnect
+            failed += 1
+            continue
         if response.status != 200:
             raise SystemExit(f"{path}: HTTP {response.status}")
         done += 1
         if response.will_close:
-            conn.close()  # gunicorn's sync workers close; reconnect as a keep-alive client would
-    return done
+            conn.close()  # the server closed; reconnect as a keep-alive client would
+    return done, failed
 
 
 def throughput(port: int, path: str, headers: dict[str, str]) -> float:
     until = time.time() + SECONDS
     with multiprocessing.get_context("fork").Pool(CLIENTS) as pool:
         counts = pool.map(_client, [(port, path, headers, until)] * CLIENTS)
-    return sum(counts) / SECONDS
+    failed = sum(f for _, f in counts)
+    if failed:
+        log(f"{path}: {failed} requests failed (not counted)")
+    return sum(d for d, _ in counts) / SECONDS
 
 
 def main() -> None:
