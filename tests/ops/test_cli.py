@@ -216,3 +216,19 @@ def test_csv_batches_repeat_the_header(tmp_path):
     batches = list(chunks(path, 2))
 
     assert [data for _, data, _ in batches] == [b"a,b\n1,2\n3,4\n", b"a,b\n5,6\n"]
+
+
+def test_the_cli_imports_nothing_outside_the_standard_library():
+    from pathlib import Path
+
+    cli_dir = Path(__file__).resolve().parents[2] / "cli"
+    probe = (
+        f"import sys; sys.path.insert(0, {str(cli_dir)!r}); import modelops_cli.__main__; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)"
+        " - {'modelops_cli', '__main__'}))"
+    )
+
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
