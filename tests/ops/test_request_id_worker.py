@@ -1,0 +1,59 @@
+"""The request id of an HTTP request shows up in a real Celery worker's JSON log lines."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.factories.feedback import event
+from tests.feedback.test_worker_faults import ROOT, Worker, queue  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+class LoggingWorker(Worker):
+    """The same worker, logging JSON at INFO to a file the test reads."""
+
+    def start_logging(self, path) -> None:
+        self.env["LOG_FORMAT"] = "json"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "dashboard", "worker", "-Q", self.queue,
+             "-c", "1", "-l", "info", "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-n", f"{self.queue}@%h"],
+            cwd=ROOT, env=self.env, start_new_session=True,
+            stdout=path.open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def test_an_upload_and_its_ingest_task_share_one_request_id(
+    queue,  # noqa: F811
+    token_client,
+    devops_user,
+    traffic_allocation_factory,
+    tmp_path,
+):
+    slug = traffic_allocation_factory().deployment.application.slug
+    log = tmp_path / "worker.log"
+    worker = LoggingWorker(queue)
+    worker.start_logging(log)
+    try:
+        response = token_client(devops_user, "feedback:write").post(
+            "/api/v1/feedback/", [event(slug)], format="json", HTTP_X_REQUEST_ID="upload-7f3a"
+        )
+        assert response.status_code == 202
+        deadline = time.monotonic() + 60
+        lines: list[dict] = []
+        while time.monotonic() < deadline:
+            lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+            if any("succeeded" in x["message"] for x in lines):
+                break
+            time.sleep(0.2)
+    finally:
+        worker.stop()
+
+    done = [x for x in lines if "succeeded" in x["message"]]
+    assert done, log.read_text()[-2000:]
+    assert done[0]["request_id"] == "upload-7f3a"
+    assert response["X-Request-ID"] == "upload-7f3a"
