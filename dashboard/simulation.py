@@ -6,7 +6,8 @@
   accuracy follows the version's offline accuracy;
 - one candidate arm (the first canary / treatment in the fleet, or --degrade APP) converts
   35 % worse and draws three times the bad-recommendation reports, so its rollout analysis
-  and alert rules have something to find;
+  and alert rules have something to find, and a product manager files a problem report on
+  it now and then;
 - heartbeats for every known replica, with the artifact it already reports, except one
   replica that "drifts" to an unallocated artifact after a minute.
 
@@ -37,6 +38,7 @@ BASE_BAD = 0.004
 DEGRADE_CONVERSION = 0.65  # the degraded candidate converts 35 % worse
 DEGRADE_BAD = 3.0
 DRIFT_AFTER_S = 60.0
+REPORT_EVERY_TICKS = 60  # one problem report about every five minutes at the default interval
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Stats:
     ticks: int = 0
     events: int = 0
     heartbeats: int = 0
+    reports: int = 0
     errors: int = 0
     drifting: str = ""
     degraded: str = ""
@@ -216,6 +219,28 @@ class Simulator:
             self.api.call("POST", "/api/v1/replicas/heartbeat", self.replica_token, body)
             self.stats.heartbeats += 1
 
+    def file_report(self) -> None:
+        """A product manager files a problem report on the degraded candidate (its users
+        see worse recommendations), with a few request ids as examples."""
+        arm = next((a for a in self.arms if a.degraded), None)
+        if arm is None:
+            return
+        self.api.call(
+            "POST",
+            "/api/v1/feedback-reports/",
+            self.feedback_token,
+            {
+                "application": arm.application,
+                "model_version": f"{arm.model}:{arm.version}",
+                "kind": self.rng.choice(["bad_recommendation", "conversion_drop"]),
+                "severity": "high",
+                "title": f"Users on the {arm.role} arm complain about irrelevant results",
+                "description": "Filed by the live demo (manage.py simulate).",
+                "example_request_ids": [uuid.uuid4().hex[:16] for _ in range(3)],
+            },
+        )
+        self.stats.reports += 1
+
     def tick(self) -> None:
         """One round; an API failure is logged and the next tick tries again."""
         try:
@@ -224,6 +249,8 @@ class Simulator:
             self.send_feedback()
             if self.stats.ticks % 3 == 0:
                 self.send_heartbeats()
+            if self.stats.ticks % REPORT_EVERY_TICKS == REPORT_EVERY_TICKS - 1:
+                self.file_report()
         except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
             self.stats.errors += 1
             self.stats.last_error = str(getattr(exc, "reason", exc))[:200]

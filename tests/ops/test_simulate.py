@@ -5,7 +5,7 @@ from django.core.management import call_command
 
 from dashboard.celery import app as celery_app
 from dashboard.simulation import DRIFT_AFTER_S, Api, Simulator
-from feedback.models import FeedbackEvent
+from feedback.models import FeedbackEvent, FeedbackReport
 from registry.models import ApiToken, Replica, TrafficAllocation
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,6 +70,10 @@ def test_a_tick_sends_feedback_per_arm_and_heartbeats_then_one_replica_drifts(
 
     drifted = Replica.objects.exclude(reported_sha256=control.model_version.sha256)
     assert [r.instance_id for r in drifted] == ["pod-a"]
+
+    sim.file_report()
+    report = FeedbackReport.objects.get()
+    assert (report.model_version, report.state) == (canary, "open")
 
 
 def test_the_command_runs_for_its_duration_and_revokes_its_tokens(live_server, demo):
