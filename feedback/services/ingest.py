@@ -121,16 +121,31 @@ def enqueue_batch(batch_id: int) -> None:
 
 
 def claim_batch(*, batch_id: int, now: datetime | None = None) -> datetime | None:
-    """Mark a batch processing unless done or held by a live worker; return the claim time."""
+    """Mark a batch processing unless done or held by a live worker; return the claim time.
+
+    Committed on its own (attempts must count even if the worker is then killed), and
+    without waiting for the WAL flush: a lost claim only means the batch is taken up again.
+    """
     now = now or timezone.now()
     stale = now - claim_timeout()
-    with transaction.atomic():
-        _commit_without_waiting_for_disk()  # a lost claim only means the batch is re-sent
-        claimed = (
-            IngestBatch.objects.filter(pk=batch_id, state__in=[State.PENDING, State.PROCESSING])
-            .exclude(state=State.PROCESSING, claimed_at__gte=stale)
-            .update(state=State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
-        )
+    if connection.vendor == "postgresql":
+        # one statement, its own transaction: no BEGIN/SET/COMMIT round trips
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {_BATCH} SET state = %s, claimed_at = %s, attempts = attempts + 1 "
+                f"FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit "
+                "WHERE id = %s AND (state = %s OR (state = %s AND "
+                "(claimed_at IS NULL OR claimed_at < %s)))",
+                [State.PROCESSING, now, batch_id, State.PENDING, State.PROCESSING, stale],
+            )
+            claimed = cursor.rowcount
+    else:
+        with transaction.atomic():
+            claimed = (
+                IngestBatch.objects.filter(pk=batch_id, state__in=[State.PENDING, State.PROCESSING])
+                .exclude(state=State.PROCESSING, claimed_at__gte=stale)
+                .update(state=State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
+            )
     return now if claimed == 1 else None  # 0: done already, or another worker holds it
 
 
@@ -169,39 +184,82 @@ def _give_back(batch_id: int, claimed_at: datetime, exc: Exception) -> None:
     mine.update(state=State.PENDING, claimed_at=None, last_error=message)
 
 
+_BATCH = "feedback_ingestbatch"
+
+
+def _lock_claim(batch_id: int, claimed_at: datetime) -> tuple[bytes, str, str] | None:
+    """Lock our claim and read (raw, format, default application slug), or None.
+
+    None when the claim went stale and another worker took over: that worker owns it.
+    """
+    if connection.vendor != "postgresql":
+        batch = (
+            IngestBatch.objects.select_for_update(of=("self",))
+            .select_related("default_application")
+            .filter(pk=batch_id, state=State.PROCESSING, claimed_at=claimed_at)
+            .first()
+        )
+        if batch is None:
+            return None
+        slug = batch.default_application.slug if batch.default_application else ""
+        return bytes(batch.raw), batch.format, slug
+    with connection.cursor() as cursor:
+        # set_config: this transaction commits without waiting for the WAL flush (see
+        # _commit_without_waiting_for_disk), set in the same round trip as the lock
+        cursor.execute(
+            "SELECT set_config('synchronous_commit', 'off', true), b.raw, b.format, "
+            f"coalesce(a.slug, '') FROM {_BATCH} b LEFT JOIN registry_application a "
+            "ON a.id = b.default_application_id "
+            "WHERE b.id = %s AND b.state = %s AND b.claimed_at = %s FOR UPDATE OF b",
+            [batch_id, State.PROCESSING, claimed_at],
+        )
+        row = cursor.fetchone()
+    return None if row is None else (bytes(row[1]), row[2], row[3])
+
+
 @transaction.atomic
 def _expand(batch_id: int, claimed_at: datetime) -> int:
-    # Lock our claim: if it went stale and another worker took over, that worker owns it.
-    batch = (
-        IngestBatch.objects.select_for_update(of=("self",))
-        .select_related("default_application")
-        .filter(pk=batch_id, state=State.PROCESSING, claimed_at=claimed_at)
-        .first()
-    )
-    if batch is None:
+    locked = _lock_claim(batch_id, claimed_at)
+    if locked is None:
         return 0
-    _commit_without_waiting_for_disk()
+    raw, fmt, default_app = locked
+    if connection.vendor != "postgresql":
+        _commit_without_waiting_for_disk()
     now = timezone.now()
-    default_app = batch.default_application.slug if batch.default_application else ""
-    checked = check_and_resolve(
-        decode_events(bytes(batch.raw), batch.format), now=now, default_app=default_app
-    )
+    checked = check_and_resolve(decode_events(raw, fmt), now=now, default_app=default_app)
+    del raw
     fresh = _unique(checked.candidates)
-    inserted = insert_events(fresh, batch_id=batch.pk, received_at=now)
+    inserted = insert_events(fresh, batch_id=batch_id, received_at=now)
     add_to_rollups([c for c in fresh if c.event_id in inserted])
     rejected = len({e.index for e in checked.errors})  # an event may break several rules
     total = len(checked.candidates) + rejected
-    IngestBatch.objects.filter(pk=batch.pk).update(
-        state=State.DONE,
-        finished_at=timezone.now(),
+    _mark_done(
+        batch_id,
         total=total,
         accepted=len(inserted),
         duplicate=len(checked.candidates) - len(inserted),
         rejected=rejected,
         errors=[e.as_dict() for e in checked.errors[:MAX_STORED_ERRORS]],
-        last_error="",
     )
     return len(inserted)
+
+
+def _mark_done(
+    batch_id: int, *, total: int, accepted: int, duplicate: int, rejected: int, errors: list
+) -> None:
+    counts = {"total": total, "accepted": accepted, "duplicate": duplicate, "rejected": rejected}
+    if connection.vendor != "postgresql":
+        IngestBatch.objects.filter(pk=batch_id).update(
+            state=State.DONE, finished_at=timezone.now(), errors=errors, last_error="", **counts
+        )
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_BATCH} SET state = %s, finished_at = %s, total = %s, accepted = %s, "
+            "duplicate = %s, rejected = %s, errors = %s::jsonb, last_error = '' WHERE id = %s",
+            [State.DONE, timezone.now(), total, accepted, duplicate, rejected,
+             orjson.dumps(errors).decode(), batch_id],
+        )  # fmt: skip
 
 
 def _unique(candidates: list[Candidate]) -> list[Candidate]:
@@ -223,7 +281,7 @@ _EVENT_COLUMNS = (
 )  # fmt: skip
 
 
-_STAGE = "feedback_event_stage"
+_STAGE = "feedback_event_stage_text"
 
 
 def _json(value: Any) -> str | None:
@@ -232,7 +290,10 @@ def _json(value: Any) -> str | None:
 
 def _adapters() -> tuple[Callable[[Any], Any], Callable[[datetime], Any]]:
     """How this backend stores UUIDs and datetimes (SQLite: hex text, naive UTC text)."""
-    uuid_db = (lambda u: u) if connection.features.has_native_uuid_field else (lambda u: u.hex)
+    if connection.features.has_native_uuid_field:
+        uuid_db = lambda u: u  # noqa: E731
+    else:
+        uuid_db = lambda u: u.replace("-", "")  # noqa: E731
     return uuid_db, connection.ops.adapt_datetimefield_value
 
 
@@ -268,13 +329,9 @@ def _event_rows(
 
 
 _COPY_TYPES = [
-    "uuid", "timestamptz", "timestamptz", "int8", "int8", "text", "float8", "jsonb", "jsonb",
+    "text", "timestamptz", "timestamptz", "int8", "int8", "text", "float8", "jsonb", "jsonb",
     "bool", "text", "text", "jsonb", "int8",
 ]  # fmt: skip
-
-
-def _jsonb(value: Any) -> Jsonb | None:
-    return None if value is None else Jsonb(value, dumps=orjson.dumps)
 
 
 def _insert_events_postgresql(
@@ -282,14 +339,22 @@ def _insert_events_postgresql(
 ) -> set:
     table = connection.ops.quote_name(FeedbackEvent._meta.db_table)
     columns = ", ".join(_EVENT_COLUMNS)
-    # every time: creating it is transactional, so a rolled-back batch takes it away again
-    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE {table}) ON COMMIT DELETE ROWS")
-    cursor.execute(f"DELETE FROM {_STAGE}")  # empty after each commit; not inside a test's
+    # event_id staged as text (the canonical form validation produced: no UUID objects in
+    # Python) and cast once by the server. Created every time: creating it is transactional,
+    # so a rolled-back batch takes it away again; emptied at each commit, and by the DELETE
+    # inside a test's transaction.
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS "
+        f"SELECT event_id::text AS event_id, {columns.split(', ', 1)[1]} FROM {table} "
+        "WITH NO DATA; "
+        f"DELETE FROM {_STAGE}"
+    )
     # binary COPY: psycopg's C dumpers, no text formatting or parsing on either side
     with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_COPY_TYPES)
+        write = copy.write_row
         for c in candidates:
-            copy.write_row(
+            write(
                 (
                     c.event_id,
                     c.occurred_at,
@@ -298,18 +363,19 @@ def _insert_events_postgresql(
                     c.model_version_id,
                     c.kind,
                     c.value,
-                    _jsonb(c.prediction),
-                    _jsonb(c.label),
+                    None if c.prediction is None else Jsonb(c.prediction, dumps=orjson.dumps),
+                    None if c.label is None else Jsonb(c.label, dumps=orjson.dumps),
                     c.correct,
                     c.request_id,
                     c.segment,
-                    _jsonb(c.payload),
+                    None if c.payload is None else Jsonb(c.payload, dumps=orjson.dumps),
                     batch_id,
                 )  # fmt: skip
             )
+    select = columns.replace("event_id", "event_id::uuid", 1)
     cursor.execute(
-        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {_STAGE} "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        f"INSERT INTO {table} ({columns}) SELECT {select} FROM {_STAGE} "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id::text"
     )
     return {row[0] for row in cursor.fetchall()}
 

@@ -361,11 +361,93 @@ def copy_rate(db_url: str, bodies: list[bytes], app_id: int, mv_id: int) -> floa
     return n / elapsed
 
 
+# --- CPU per batch, in-process (load-independent; `--profile`) ---
+
+
+def profile_cpu(n_batches: int, per_request: int, hot: str) -> None:
+    """CPU seconds (time.process_time) and SQL queries per batch, web and worker side, run
+    in this process against the scratch database: independent of other load on the machine.
+
+    The web side posts through Django's test client (auth, throttle, one insert, enqueue to
+    Redis); the worker side calls the service the Celery task calls. `hot=web|worker` prints
+    a cProfile of that side's top functions.
+    """
+    import cProfile
+    import pstats
+
+    from django.db import connection, reset_queries
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from feedback import services
+    from feedback.models import IngestBatch
+
+    app, token, _, _ = setup_fleet()
+    bodies = make_bodies(n_batches * per_request, per_request, app)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token}", HTTP_HOST="127.0.0.1")
+    post = lambda body: client.post(  # noqa: E731
+        "/api/v1/feedback/", data=body, content_type="application/json"
+    )
+    post(bodies[0])  # warm-up: imports, first connection
+    ids = []
+    profiler = cProfile.Profile(time.process_time)
+    web_queries = 0
+    started = time.process_time()
+    for body in bodies[1:]:
+        with CaptureQueriesContext(connection) as ctx:
+            if hot == "web":
+                profiler.enable()
+            response = post(body)
+            if hot == "web":
+                profiler.disable()
+        web_queries += len(ctx.captured_queries)
+        web_ctx = ctx
+        assert response.status_code == 202, response.content[:300]
+        ids.append(response.json()["id"])
+    web_cpu = time.process_time() - started
+    n = len(ids)
+    first = IngestBatch.objects.order_by("id").values_list("id", flat=True).first()
+    worker_queries = 0
+    services.ingest_feedback_batch(batch_id=first)  # warm-up
+    started = time.process_time()
+    for batch_id in ids:
+        with CaptureQueriesContext(connection) as ctx:
+            if hot == "worker":
+                profiler.enable()
+            services.ingest_feedback_batch(batch_id=batch_id)
+            if hot == "worker":
+                profiler.disable()
+        worker_queries += len(ctx.captured_queries)
+    worker_cpu = time.process_time() - started
+    if os.environ.get("PROFILE_SQL"):
+        print("web:", *(q["sql"][:150] for q in web_ctx.captured_queries), sep="\n  ")
+        print("worker:", *(q["sql"][:150] for q in ctx.captured_queries), sep="\n  ")
+    reset_queries()
+    done = IngestBatch.objects.filter(state="done").count()
+    if hot:
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+    print(
+        f"profile batches={n} events_per_batch={per_request} done={done} "
+        f"web_cpu_ms_per_batch={web_cpu / n * 1000:.1f} "
+        f"web_queries_per_batch={web_queries / n:.1f} "
+        f"worker_cpu_ms_per_batch={worker_cpu / n * 1000:.1f} "
+        f"worker_queries_per_batch={worker_queries / n:.1f}",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--per-request", type=int, default=1_000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="BATCHES",
+        help="instead: CPU ms and SQL queries per batch, in-process (load-independent)",
+    )
+    parser.add_argument("--hot", choices=["web", "worker"], help="with --profile: cProfile it")
     args = parser.parse_args()
 
     db_url, redis_url = bench_urls()
@@ -378,6 +460,8 @@ def main() -> None:
         check=True,
     )  # fmt: skip
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")})
+    if args.profile:  # the servers' settings (DEBUG off, no throttle limit) in this process
+        os.environ.update(env)
     import django
 
     django.setup()
@@ -385,6 +469,9 @@ def main() -> None:
 
     for queue in ("ingest",):  # a leftover message would only claim a done batch; start clean
         redis.Redis.from_url(redis_url).delete(queue)
+    if args.profile:
+        profile_cpu(args.profile, args.per_request, args.hot or "")
+        return
     app, token, app_id, mv_id = setup_fleet()
     from django.db import connections
 

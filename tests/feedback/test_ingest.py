@@ -62,6 +62,19 @@ def test_ingest_counts_a_repeat_inside_one_batch_once(ingest, app_slug):
     assert QualityRollup.objects.get().count == 1
 
 
+def test_ingest_treats_other_spellings_of_one_uuid_as_the_same_event(ingest, app_slug):
+    one = event(app_slug)
+    upper = dict(one, event_id=one["event_id"].upper())
+    braced = dict(one, event_id="{" + one["event_id"].replace("-", "") + "}")
+    ingest([one])
+
+    again = ingest([upper, braced])
+
+    assert (again.accepted, again.duplicate, again.rejected) == (0, 2, 0)
+    assert str(FeedbackEvent.objects.get().event_id) == one["event_id"]
+    assert QualityRollup.objects.get().count == 1
+
+
 def test_ingest_feedback_batch_run_twice_changes_nothing_the_second_time(ingest, app_slug):
     batch = ingest([event(app_slug)])
 
