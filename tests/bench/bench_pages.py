@@ -293,17 +293,20 @@ def _time(client, url: str, headers: dict[str, str]) -> tuple[list[float], int]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    times = []
+    times, cpu = [], []
     queries = 0
     for i in range(REQUESTS + 2):
         with CaptureQueriesContext(connection) as ctx:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             response = client.get(url, **headers)
-            elapsed = time.perf_counter() - t
+            elapsed, used = time.perf_counter() - t, time.process_time() - c
         assert response.status_code == 200, (url, response.status_code)
         if i >= 2:  # two warm-up requests (connection, template and URL caches)
             times.append(elapsed * 1000)
+            cpu.append(used * 1000)
             queries = len(ctx.captured_queries)
+    # CPU of this process alone: what the page costs when the box is not shared
+    log(f"    cpu median {statistics.median(cpu):.1f} ms for {url}")
     return times, queries
 
 
