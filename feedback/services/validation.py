@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from django.db import connection
 from django.db.models import Q
 
 from registry.models import Application, ModelVersion, TrafficAllocation
@@ -235,12 +236,45 @@ class Resolver:
 
     def __init__(self, candidates: list[Candidate]) -> None:
         slugs = {c.app_slug for c in candidates}
-        self.apps = dict(Application.objects.filter(slug__in=slugs).values_list("slug", "pk"))
         refs = {c.version_ref for c in candidates if c.version_ref}
         self.versions = self._versions(refs)
         self.span: tuple[datetime, datetime] = (datetime.min, datetime.min)
         self._steady: dict[tuple[int, str | None], int | str] = {}
-        self.allocations = self._allocations(candidates)
+        if connection.vendor == "postgresql":
+            self.apps, self.allocations = self._apps_and_allocations(slugs, candidates)
+        else:
+            self.apps = dict(Application.objects.filter(slug__in=slugs).values_list("slug", "pk"))
+            self.allocations = self._allocations(candidates)
+
+    def _apps_and_allocations(
+        self, slugs: set[str], candidates: list[Candidate]
+    ) -> tuple[dict[str, int], dict[int, list[tuple]]]:
+        """Applications by slug and the allocations in force during the batch, in one query."""
+        needing = [c.occurred_at for c in candidates if c.version_ref is None]
+        by_app: dict[int, list[tuple]] = defaultdict(list)
+        apps: dict[str, int] = {}
+        with connection.cursor() as cursor:
+            if not needing:
+                cursor.execute(
+                    "SELECT slug, id FROM registry_application WHERE slug = ANY(%s::text[])",
+                    [list(slugs)],
+                )
+                return dict(cursor.fetchall()), by_app
+            self.span = (min(needing), max(needing))
+            cursor.execute(
+                "SELECT a.slug, a.id, d.environment, t.valid_from, t.valid_to, t.role, "
+                "t.model_version_id FROM registry_application a "
+                "LEFT JOIN registry_deployment d ON d.application_id = a.id "
+                "LEFT JOIN registry_trafficallocation t ON t.deployment_id = d.id "
+                "AND t.valid_from <= %s AND (t.valid_to IS NULL OR t.valid_to > %s) "
+                "WHERE a.slug = ANY(%s::text[])",
+                [self.span[1], self.span[0], list(slugs)],
+            )
+            for slug, app_id, env, valid_from, valid_to, role, mv_id in cursor.fetchall():
+                apps[slug] = app_id
+                if valid_from is not None:
+                    by_app[app_id].append((env, valid_from, valid_to, role, mv_id))
+        return apps, by_app
 
     @staticmethod
     def _versions(refs: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
