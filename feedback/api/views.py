@@ -122,13 +122,38 @@ def read_upload(request: Request) -> tuple[bytes, str, str, Application | None]:
     return upload.read(), fmt, upload.name, app
 
 
-def batch_response(batch: IngestBatch) -> Response:
+def batch_response(batch: IngestBatch, *, created: bool = False) -> Response:
     location = f"/api/v1/ingest-batches/{batch.pk}"
     return Response(
-        IngestBatchSerializer(batch).data,
+        new_batch_data(batch, location) if created else IngestBatchSerializer(batch).data,
         status=status.HTTP_202_ACCEPTED,
         headers={"Location": location},
     )
+
+
+_DATETIME = IngestBatchSerializer().fields["created_at"]
+
+
+def new_batch_data(batch: IngestBatch, url: str) -> dict[str, Any]:
+    """IngestBatchSerializer's output for a batch just stored (nothing counted yet), built
+    directly: the serializer costs about 1 ms of CPU per ingest request (a test holds them
+    equal)."""
+    return {
+        "id": batch.pk,
+        "url": url,
+        "state": batch.state,
+        "source": batch.source,
+        "format": batch.format,
+        "filename": batch.filename,
+        "created_at": _DATETIME.to_representation(batch.created_at),
+        "finished_at": None,
+        "attempts": batch.attempts,
+        "total": batch.total,
+        "accepted": batch.accepted,
+        "duplicate": batch.duplicate,
+        "rejected": batch.rejected,
+        "errors": batch.errors,
+    }
 
 
 class FeedbackIngestView(APIView):
@@ -192,7 +217,7 @@ class FeedbackIngestView(APIView):
             raw, fmt, source = read_body(request), BODY_FORMATS[ctype], IngestBatch.Source.API
         else:
             raise UnsupportedMediaType(ctype)
-        batch, _ = services.submit_batch(
+        batch, created = services.submit_batch(
             actor=Actor.of(request.user, request.auth),
             raw=raw,
             fmt=fmt,
@@ -201,7 +226,7 @@ class FeedbackIngestView(APIView):
             default_application=app,
             idempotency_key=request.headers.get("Idempotency-Key", "")[:255],
         )
-        return batch_response(batch)
+        return batch_response(batch, created=created)
 
 
 @extend_schema(

@@ -9,6 +9,7 @@ twice (STYLE R14); a killed worker's transaction rolls back and the batch is tak
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import defaultdict
@@ -84,6 +85,13 @@ def submit_batch(
         idempotency_key=idempotency_key,
         created_at=timezone.now(),
     )
+    if not idempotency_key:
+        # no unique key can clash: one INSERT, durable when it returns (autocommit), then
+        # the enqueue (at once, or at the commit of a caller's transaction)
+        _insert_batch(batch)
+        transaction.on_commit(lambda: enqueue_batch(batch.pk))
+        batch.raw = b""
+        return batch, True
     try:
         with transaction.atomic():
             batch.save(force_insert=True)
@@ -96,6 +104,27 @@ def submit_batch(
         return first, False
     batch.raw = b""  # the caller never needs the bytes again; let them go
     return batch, True
+
+
+def _insert_batch(batch: IngestBatch) -> None:
+    """INSERT ... RETURNING id on the connection's cursor: what save(force_insert=True) does,
+    without the ORM's per-call query compilation (about 1.5 ms of CPU per request)."""
+    fields = _batch_fields()
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {_BATCH} ({columns}) VALUES ({marks}) RETURNING id",
+            [f.get_db_prep_save(f.pre_save(batch, add=True), connection) for f in fields],
+        )
+        batch.pk = cursor.fetchone()[0]
+    batch._state.adding = False
+    batch._state.db = connection.alias
+
+
+@functools.cache
+def _batch_fields() -> list:
+    return [f for f in IngestBatch._meta.concrete_fields if not f.primary_key]
 
 
 def _batch_for_key(user: Any, key: str, sha: str) -> IngestBatch | None:

@@ -425,7 +425,10 @@ def profile_cpu(n_batches: int, per_request: int, hot: str) -> None:
     reset_queries()
     done = IngestBatch.objects.filter(state="done").count()
     if hot:
-        pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+        stats = pstats.Stats(profiler).sort_stats(os.environ.get("PROFILE_SORT", "cumulative"))
+        stats.print_stats(45)
+        if os.environ.get("PROFILE_CALLERS"):
+            stats.print_callers(os.environ["PROFILE_CALLERS"])
     print(
         f"profile batches={n} events_per_batch={per_request} done={done} "
         f"web_cpu_ms_per_batch={web_cpu / n * 1000:.1f} "

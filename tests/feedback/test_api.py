@@ -3,6 +3,7 @@ import json
 import pytest
 from django.core.cache import cache
 
+from feedback.api.serializers import IngestBatchSerializer
 from feedback.models import IngestBatch
 from feedback.services import ingest_feedback_batch
 from tests.factories.feedback import event
@@ -27,6 +28,23 @@ def test_post_feedback_answers_202_with_the_batch_location(writer, app_slug):
     assert response["Location"] == f"/api/v1/ingest-batches/{batch.pk}"
     assert response.json()["state"] == "pending"
     assert (batch.source, batch.format, batch.raw_size) == ("api", "json", len(bytes(batch.raw)))
+
+
+def test_post_feedback_answers_what_the_batch_endpoint_serializes(writer, app_slug):
+    response = post_json(writer, [event(app_slug)], HTTP_X_REQUEST_ID="r-1")
+
+    stored = IngestBatch.objects.without_raw().get()
+    assert response.json() == IngestBatchSerializer(stored).data
+
+
+def test_post_feedback_stores_the_batch_for_its_user_in_one_insert(
+    writer, product_user, app_slug, django_assert_max_num_queries
+):
+    with django_assert_max_num_queries(4):  # token, roles, the batch insert, last use
+        response = post_json(writer, [event(app_slug)])
+
+    batch = IngestBatch.objects.get(pk=response.json()["id"])
+    assert (batch.created_by, batch.state, bytes(batch.raw)[:1]) == (product_user, "pending", b"[")
 
 
 def test_post_feedback_enqueues_the_batch_after_commit(
