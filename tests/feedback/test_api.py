@@ -2,11 +2,17 @@ import json
 
 import pytest
 from django.core.cache import cache
+from rest_framework.test import APIClient
 
 from feedback.api.serializers import IngestBatchSerializer
 from feedback.models import IngestBatch
 from feedback.services import ingest_feedback_batch
+from registry.models import ApiToken
+from registry.roles import Actor
+from registry.services import revoke_api_token
 from tests.factories.feedback import event
+
+FEEDBACK = ["read", "feedback:write"]
 
 URL = "/api/v1/feedback/"
 
@@ -45,6 +51,46 @@ def test_post_feedback_stores_the_batch_for_its_user_in_one_insert(
 
     batch = IngestBatch.objects.get(pk=response.json()["id"])
     assert (batch.created_by, batch.state, bytes(batch.raw)[:1]) == (product_user, "pending", b"[")
+
+
+def test_post_feedback_remembers_the_token_for_a_few_seconds(
+    product_user, make_token, app_slug, django_assert_num_queries
+):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(product_user, *FEEDBACK)}")
+    post_json(client, [event(app_slug)])
+
+    with django_assert_num_queries(1):  # the batch insert only: no token or role queries
+        response = post_json(client, [event(app_slug)])
+
+    assert response.status_code == 202
+
+
+def test_post_feedback_refuses_a_token_revoked_after_it_was_remembered(
+    product_user, make_token, app_slug
+):
+    raw = make_token(product_user, *FEEDBACK)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert post_json(client, [event(app_slug)]).status_code == 202
+
+    revoke_api_token(actor=Actor.system(), token=ApiToken.objects.get(user=product_user))
+
+    assert post_json(client, [event(app_slug)]).status_code == 401
+
+
+def test_post_feedback_checks_the_token_every_time_without_the_cache(
+    product_user, make_token, app_slug, monkeypatch, django_assert_max_num_queries
+):
+    monkeypatch.setenv("INGEST_AUTH_CACHE_S", "0")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(product_user, *FEEDBACK)}")
+    post_json(client, [event(app_slug)])
+
+    with django_assert_max_num_queries(3) as captured:
+        post_json(client, [event(app_slug)])
+
+    assert any("registry_apitoken" in q["sql"] for q in captured.captured_queries)
 
 
 def test_post_feedback_enqueues_the_batch_after_commit(
