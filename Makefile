@@ -86,9 +86,10 @@ pytest: $(STAMP)  ## The suite on PostgreSQL + Redis (found, or started under va
 
 test: lint check-deploy pytest  ## lint + check-deploy + the whole suite on PostgreSQL + Redis
 
-test-fast: $(STAMP)  ## Quick SQLite pass: no Redis, no browser, no real worker
+test-fast: $(STAMP)  ## Quick SQLite pass: no Redis, no browser, no real worker, no schema fuzz
 	@mkdir -p var/staticfiles
-	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -q -m "not worker and not browser" $(PYTEST_ARGS)
+	env -u DATABASE_URL -u REDIS_URL $(BIN)/pytest -q -m "not worker and not browser and not fuzz" \
+		$(PYTEST_ARGS)
 
 # 1,000,000 events through gunicorn + a worker vs raw COPY, in a scratch DB (needs PG + Redis)
 BENCH_TARGETS += bench-ingest
