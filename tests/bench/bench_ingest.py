@@ -389,6 +389,10 @@ def profile_cpu(n_batches: int, per_request: int, hot: str) -> None:
         "/api/v1/feedback/", data=body, content_type="application/json"
     )
     post(bodies[0])  # warm-up: imports, first connection
+    with connection.cursor() as cursor:  # this process's PostgreSQL backend, when local
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    pg_start = _cpu_s(backend)
     ids = []
     profiler = cProfile.Profile(time.process_time)
     web_queries = 0
@@ -405,10 +409,12 @@ def profile_cpu(n_batches: int, per_request: int, hot: str) -> None:
         assert response.status_code == 202, response.content[:300]
         ids.append(response.json()["id"])
     web_cpu = time.process_time() - started
+    pg_web = _cpu_s(backend) - pg_start
     n = len(ids)
     first = IngestBatch.objects.order_by("id").values_list("id", flat=True).first()
     worker_queries = 0
     services.ingest_feedback_batch(batch_id=first)  # warm-up
+    pg_start = _cpu_s(backend)
     started = time.process_time()
     for batch_id in ids:
         with CaptureQueriesContext(connection) as ctx:
@@ -419,6 +425,7 @@ def profile_cpu(n_batches: int, per_request: int, hot: str) -> None:
                 profiler.disable()
         worker_queries += len(ctx.captured_queries)
     worker_cpu = time.process_time() - started
+    pg_worker = _cpu_s(backend) - pg_start
     if os.environ.get("PROFILE_SQL"):
         print("web:", *(q["sql"][:150] for q in web_ctx.captured_queries), sep="\n  ")
         print("worker:", *(q["sql"][:150] for q in ctx.captured_queries), sep="\n  ")
@@ -434,7 +441,8 @@ def profile_cpu(n_batches: int, per_request: int, hot: str) -> None:
         f"web_cpu_ms_per_batch={web_cpu / n * 1000:.1f} "
         f"web_queries_per_batch={web_queries / n:.1f} "
         f"worker_cpu_ms_per_batch={worker_cpu / n * 1000:.1f} "
-        f"worker_queries_per_batch={worker_queries / n:.1f}",
+        f"worker_queries_per_batch={worker_queries / n:.1f} "
+        f"postgres_cpu_ms_per_batch: web={pg_web / n * 1000:.1f} worker={pg_worker / n * 1000:.1f}",
         flush=True,
     )
 

@@ -333,3 +333,21 @@ def test_an_event_with_several_faults_counts_as_one_rejected(ingest, app_slug):
 
     assert (batch.total, batch.accepted, batch.rejected) == (2, 1, 1)
     assert {e["field"] for e in batch.errors} >= {"event_id", "occurred_at", "kind"}
+
+
+def test_submissions_are_stored_with_lz4_where_postgresql_has_it():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        if not cursor.fetchone()[0]:
+            pytest.skip("this PostgreSQL has no lz4")
+        cursor.execute(
+            "SELECT attcompression FROM pg_attribute "
+            "WHERE attrelid = 'feedback_ingestbatch'::regclass AND attname = 'raw'"
+        )
+        assert cursor.fetchone()[0] == "l"
