@@ -105,8 +105,14 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # web, worker and beat share the file: wait for a lock rather than fail at once
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20}
+    # web, worker, beat and the simulator share the file. WAL lets readers run beside the one
+    # writer, and IMMEDIATE transactions take the write lock up front, so a writer waits out
+    # `timeout` instead of failing with "database is locked" when it upgrades a read lock.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
     # an unreachable database fails /readyz (and requests) within seconds instead of hanging

@@ -14,6 +14,7 @@ from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from feedback.models import IngestBatch
+from tests.markers import needs_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,6 +69,7 @@ def pending(url: str) -> float:
     raise AssertionError("modelops_ingest_batches missing")
 
 
+@needs_postgres
 @pytest.mark.django_db(transaction=True)
 def test_every_worker_reports_the_same_figures(gunicorn, ingest_batch_factory):
     ingest_batch_factory.create_batch(2, state=IngestBatch.State.PENDING)

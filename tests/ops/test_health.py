@@ -5,6 +5,8 @@ import socket
 import pytest
 from django.db import connections
 
+from tests.markers import needs_postgres
+
 
 @pytest.fixture
 def closed_port():
@@ -26,6 +28,7 @@ def database_down(closed_port):
     connection.settings_dict.update(saved)
 
 
+@needs_postgres
 @pytest.mark.django_db(transaction=True)
 def test_readyz_is_503_while_the_database_is_down_and_livez_still_200(client, database_down):
     ready = client.get("/readyz")

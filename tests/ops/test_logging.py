@@ -8,6 +8,7 @@ from kombu import Connection
 
 from dashboard.celery import app as celery_app
 from dashboard.logging import JsonFormatter, RequestIdFilter, request_id_var
+from tests.markers import needs_redis
 
 
 @shared_task(name="tests.ops.echo_request_id")
@@ -47,6 +48,7 @@ def test_json_lines_carry_the_request_id_and_extras():
     assert line["batch"] == 7
 
 
+@needs_redis
 def test_a_published_task_carries_the_request_id_header(settings):
     # published to the real broker (Redis in the suite) and read back without a worker
     queue = "ops-test-request-id"
