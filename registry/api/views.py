@@ -113,6 +113,14 @@ class SafeLookupMixin:
         return super().get_object()  # type: ignore[misc]
 
 
+class ListApiMixin(SafeLookupMixin):
+    """What every registry list endpoint shares: JSON bodies, strict filters, `?format=` free."""
+
+    parser_classes = [JSONParser]
+    filter_backends = API_FILTER_BACKENDS
+    content_negotiation_class = FilterFriendlyNegotiation
+
+
 # --- Applications ---
 
 
@@ -137,16 +145,13 @@ class SafeLookupMixin:
     ),
 )
 class ApplicationViewSet(
-    SafeLookupMixin,
+    ListApiMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
     """Applications: the products that consume predictions, with their model-age SLO."""
 
-    parser_classes = [JSONParser]
-    filter_backends = API_FILTER_BACKENDS
-    content_negotiation_class = FilterFriendlyNegotiation
     serializer_class = ApplicationSerializer
     filterset_class = filters.ApplicationFilterSet
     permission_classes = [RegistryWrite]
@@ -190,16 +195,13 @@ class ApplicationViewSet(
     ),
 )
 class RegisteredModelViewSet(
-    SafeLookupMixin,
+    ListApiMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
     """Registered models, looked up by name, with their aliases."""
 
-    parser_classes = [JSONParser]
-    filter_backends = API_FILTER_BACKENDS
-    content_negotiation_class = FilterFriendlyNegotiation
     serializer_class = RegisteredModelSerializer
     filterset_class = filters.RegisteredModelFilterSet
     permission_classes = [RegistryWrite]
@@ -379,12 +381,9 @@ class ModelAliasesViewSet(viewsets.GenericViewSet):
         summary="One version by id", responses={200: ModelVersionSerializer, **READ_ERRORS}
     ),
 )
-class VersionViewSet(SafeLookupMixin, viewsets.ReadOnlyModelViewSet):
+class VersionViewSet(ListApiMixin, viewsets.ReadOnlyModelViewSet):
     """Model versions across all registered models."""
 
-    parser_classes = [JSONParser]
-    filter_backends = API_FILTER_BACKENDS
-    content_negotiation_class = FilterFriendlyNegotiation
     serializer_class = ModelVersionSerializer
     filterset_class = filters.ModelVersionFilterSet
     ordering_fields = ["trained_at", "created_at", "version", "size_bytes"]
@@ -417,16 +416,13 @@ DEPLOYMENT_ID = [OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH)
     ),
 )
 class DeploymentViewSet(
-    SafeLookupMixin,
+    ListApiMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
 ):
     """Deployments with the traffic split currently in force."""
 
-    parser_classes = [JSONParser]
-    filter_backends = API_FILTER_BACKENDS
-    content_negotiation_class = FilterFriendlyNegotiation
     serializer_class = DeploymentSerializer
     filterset_class = filters.DeploymentFilterSet
     permission_classes = [RegistryWrite]
@@ -512,12 +508,9 @@ class DeploymentViewSet(
         summary="One replica", responses={200: ReplicaSerializer, **READ_ERRORS}
     ),
 )
-class ReplicaViewSet(SafeLookupMixin, viewsets.ReadOnlyModelViewSet):
+class ReplicaViewSet(ListApiMixin, viewsets.ReadOnlyModelViewSet):
     """Replicas behind each deployment, as they last reported themselves."""
 
-    parser_classes = [JSONParser]
-    filter_backends = API_FILTER_BACKENDS
-    content_negotiation_class = FilterFriendlyNegotiation
     serializer_class = ReplicaSerializer
     filterset_class = filters.ReplicaFilterSet
     ordering_fields = ["id", "instance_id", "last_heartbeat_at"]
@@ -537,12 +530,9 @@ class ReplicaViewSet(SafeLookupMixin, viewsets.ReadOnlyModelViewSet):
         summary="One audit event", responses={200: AuditEventSerializer, **READ_ERRORS}
     ),
 )
-class AuditEventViewSet(SafeLookupMixin, viewsets.ReadOnlyModelViewSet):
+class AuditEventViewSet(ListApiMixin, viewsets.ReadOnlyModelViewSet):
     """The audit log: who changed what, when and why."""
 
-    parser_classes = [JSONParser]
-    filter_backends = API_FILTER_BACKENDS
-    content_negotiation_class = FilterFriendlyNegotiation
     serializer_class = AuditEventSerializer
     filterset_class = filters.AuditEventFilterSet
     ordering_fields = ["at", "id"]
