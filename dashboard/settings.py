@@ -268,52 +268,40 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
-# Every periodic job, in one place (STYLE R15). Each entry expires just below its interval.
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
-# Replica probes: a dispatcher every minute enqueues one probe per deployment that is due
-CELERY_BEAT_SCHEDULE["probe-due-deployments"] = {
-    "task": "registry.tasks.probe_due_deployments_task",
-    "schedule": 60.0,
-    "options": {"expires": 55},
-}
-# Feedback: re-send batches whose message was lost; drop raw events past retention
-CELERY_BEAT_SCHEDULE["requeue-stale-ingest-batches"] = {
-    "task": "feedback.tasks.requeue_stale_batches_task",
-    "schedule": 60.0,
-    "options": {"expires": 55},
-}
-CELERY_BEAT_SCHEDULE["purge-old-feedback-events"] = {
-    "task": "feedback.tasks.purge_old_feedback_events_task",
-    "schedule": 3600.0,
-    "options": {"expires": 3500},
-}
-CELERY_BEAT_SCHEDULE["poll-due-feedback-sources"] = {
-    "task": "feedback.tasks.poll_due_feedback_sources_task",
-    "schedule": 30.0,
-    "options": {"expires": 25},
-}
-# Rollouts: advance healthy gradual rollouts, pause / roll back on guardrail failure or SRM
-CELERY_BEAT_SCHEDULE["evaluate-rollouts"] = {
-    "task": "feedback.alert_tasks.evaluate_rollouts_task",
-    "schedule": 300.0,
-    "options": {"expires": 280},
-}
-# Alerts: evaluate every rule each minute; re-send notifications whose retry is due
-CELERY_BEAT_SCHEDULE["evaluate-alert-rules"] = {
-    "task": "feedback.alert_tasks.evaluate_alert_rules_task",
-    "schedule": 60.0,
-    "options": {"expires": 55},
-}
-CELERY_BEAT_SCHEDULE["retry-due-notifications"] = {
-    "task": "feedback.alert_tasks.retry_due_notifications_task",
-    "schedule": 30.0,
-    "options": {"expires": 25},
-}
-# Outbound webhooks: re-send deliveries whose retry is due and whose message was lost
-CELERY_BEAT_SCHEDULE["retry-due-webhooks"] = {
-    "task": "dashboard.tasks.retry_due_webhooks_task",
-    "schedule": 30.0,
-    "options": {"expires": 25},
+# Every periodic job, in one place (STYLE R15). Each entry expires just below its interval,
+# so a beat tick that no worker picked up in time is dropped rather than piling up.
+
+
+def _every(seconds: float, task: str, *, expires: int) -> dict:
+    if expires >= seconds:
+        raise ImproperlyConfigured(f"{task} must expire before its next run")
+    return {"task": task, "schedule": seconds, "options": {"expires": expires}}
+
+
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    # Replica probes: a dispatcher every minute enqueues one probe per deployment that is due
+    "probe-due-deployments": _every(60.0, "registry.tasks.probe_due_deployments_task", expires=55),
+    # Feedback: re-send batches whose message was lost; drop raw events past retention
+    "requeue-stale-ingest-batches": _every(
+        60.0, "feedback.tasks.requeue_stale_batches_task", expires=55
+    ),
+    "purge-old-feedback-events": _every(
+        3600.0, "feedback.tasks.purge_old_feedback_events_task", expires=3500
+    ),
+    "poll-due-feedback-sources": _every(
+        30.0, "feedback.tasks.poll_due_feedback_sources_task", expires=25
+    ),
+    # Rollouts: advance healthy gradual rollouts, pause / roll back on guardrail failure or SRM
+    "evaluate-rollouts": _every(300.0, "feedback.alert_tasks.evaluate_rollouts_task", expires=280),
+    # Alerts: evaluate every rule each minute; re-send notifications whose retry is due
+    "evaluate-alert-rules": _every(
+        60.0, "feedback.alert_tasks.evaluate_alert_rules_task", expires=55
+    ),
+    "retry-due-notifications": _every(
+        30.0, "feedback.alert_tasks.retry_due_notifications_task", expires=25
+    ),
+    # Outbound webhooks: re-send deliveries whose retry is due and whose message was lost
+    "retry-due-webhooks": _every(30.0, "dashboard.tasks.retry_due_webhooks_task", expires=25),
 }
 
 # --- Domain ---
