@@ -59,7 +59,9 @@ def home(request: HttpRequest) -> HttpResponse:
         for d in a.deployments
         for v in d.versions
     ]
-    context["sankey"] = charts.figure_json(charts.sankey_figure(links)) if links else None
+    context["sankey"] = (
+        charts.figure_script(charts.sankey_figure(links), "fig-sankey") if links else None
+    )
     return render(request, "dashboard/home.html", context)
 
 
@@ -81,7 +83,8 @@ def application_detail(request: HttpRequest, slug: str) -> HttpResponse:
         "quality": charts.quality_figure(page.quality, page.markers) if page.quality else None,
     }
     context = {"page": page, "window": window, "windows": list(page_selectors.WINDOWS),
-               **{k: charts.figure_json(f) if f else None for k, f in figures.items()}}  # fmt: skip
+               **{k: charts.figure_script(f, f"fig-{k}") if f else None
+                  for k, f in figures.items()}}  # fmt: skip
     return render(request, "dashboard/application.html", context)
 
 
@@ -97,7 +100,8 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
         for v in page.versions[:30]
     ]
     figure = charts.accuracy_figure(offline, page.online) if offline or page.online else None
-    context = {"page": page, "accuracy": charts.figure_json(figure) if figure else None}
+    accuracy = charts.figure_script(figure, "fig-accuracy") if figure else None
+    context = {"page": page, "accuracy": accuracy}
     return render(request, "dashboard/model.html", context)
 
 
@@ -110,11 +114,12 @@ def rollout_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404
     can_act = is_devops(request.user)
     actions = [a for a in UI_ROLLOUT_ACTIONS if page.rollout.state in TRANSITIONS[a]]
+    arms = charts.figure_script(charts.arms_figure(page.arms), "fig-arms") if page.arms else None
     context = {
         "page": page,
         "actions": actions if can_act else [],
         "form": RolloutActionForm(),
-        "arms": charts.figure_json(charts.arms_figure(page.arms)) if page.arms else None,
+        "arms": arms,
     }
     return render(request, "dashboard/rollout.html", context)
 

@@ -1,5 +1,5 @@
 // Draws every Plotly figure of a page: <div data-figure="id"> takes the JSON of the
-// <script type="application/json" id="id"> that the server rendered with |json_script.
+// <script type="application/json" id="id"> that the server rendered (charts.figure_script).
 // No inline script anywhere, so a strict Content-Security-Policy holds.
 window.drawFigures = function drawFigures(root) {
   (root || document).querySelectorAll("[data-figure]").forEach((el) => {
