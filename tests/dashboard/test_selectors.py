@@ -131,3 +131,26 @@ def test_application_replica_level_is_amber_when_a_replica_is_missing(serving, r
     replica_factory.create_batch(3, deployment=dep, reported_sha256=control.sha256)
 
     assert selectors.application_status(app.slug).replica_level == "warn"
+
+
+def test_online_accuracy_sums_labelled_buckets_of_every_kind_and_skips_unlabelled(serving):
+    from feedback.models import QualityRollup
+
+    app, dep, control, canary = serving
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    for kind, correct, labelled in (
+        ("label", 70, 100),
+        ("conversion", 30, 100),
+        ("impression", 0, 0),
+    ):
+        QualityRollup.objects.create(
+            application=app, model_version=control, kind=kind, hour=hour, count=500,
+            correct=correct, labelled=labelled,
+        )  # fmt: skip
+    QualityRollup.objects.create(
+        application=app, model_version=canary, kind="impression", hour=hour, count=500
+    )
+
+    online = selectors.online_accuracy({(app.pk, control.pk), (app.pk, canary.pk)})
+
+    assert online == {(app.pk, control.pk): 0.5}  # 100 of 200; the canary has no labels
