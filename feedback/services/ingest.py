@@ -18,9 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
 from registry.exceptions import DomainError
@@ -107,19 +109,29 @@ def submit_batch(
 
 
 def _insert_batch(batch: IngestBatch) -> None:
-    """INSERT ... RETURNING id on the connection's cursor: what save(force_insert=True) does,
-    without the ORM's per-call query compilation (about 1.5 ms of CPU per request)."""
+    """INSERT ... RETURNING id: what save(force_insert=True) does, without the ORM's per-call
+    query compilation (about 1.5 ms of CPU per request). On PostgreSQL the parameters travel
+    bound, not inlined: the body goes as binary bytea instead of a hex literal twice its size
+    that both sides would format and parse (2.3 ms of CPU per 200 KB request measured)."""
     fields = _batch_fields()
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     marks = ", ".join(["%s"] * len(fields))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {_BATCH} ({columns}) VALUES ({marks}) RETURNING id",
-            [f.get_db_prep_save(f.pre_save(batch, add=True), connection) for f in fields],
-        )
+    sql = f"INSERT INTO {_BATCH} ({columns}) VALUES ({marks}) RETURNING id"
+    values = [f.get_db_prep_save(f.pre_save(batch, add=True), connection) for f in fields]
+    with _bound_cursor() as cursor:
+        cursor.execute(sql, values)
         batch.pk = cursor.fetchone()[0]
     batch._state.adding = False
     batch._state.db = connection.alias
+
+
+def _bound_cursor() -> Any:
+    """A cursor that sends parameters bound (server-side) on PostgreSQL, where Django's own
+    cursors inline them; still wrapped by Django, so queries are logged and counted."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    connection.ensure_connection()
+    return connection._prepare_cursor(psycopg.Cursor(connection.connection))
 
 
 @functools.cache
@@ -361,46 +373,83 @@ _COPY_TYPES = [
     "text", "timestamptz", "timestamptz", "int8", "int8", "text", "float8", "jsonb", "jsonb",
     "bool", "text", "text", "jsonb", "int8",
 ]  # fmt: skip
+_COPY_TYPES_DIRECT = ["bytea", *_COPY_TYPES[1:]]
+
+
+def _copy_rows(
+    copy: Any,
+    candidates: Sequence[Candidate],
+    event_ids: Sequence[Any],
+    batch_id: int | None,
+    received_at: datetime,
+) -> None:
+    """Write candidates as binary COPY rows in _EVENT_COLUMNS order (psycopg's C dumpers)."""
+    write = copy.write_row
+    for c, event_id in zip(candidates, event_ids, strict=True):
+        write(
+            (
+                event_id,
+                c.occurred_at,
+                received_at,
+                c.application_id,
+                c.model_version_id,
+                c.kind,
+                c.value,
+                None if c.prediction is None else Jsonb(c.prediction, dumps=orjson.dumps),
+                None if c.label is None else Jsonb(c.label, dumps=orjson.dumps),
+                c.correct,
+                c.request_id,
+                c.segment,
+                None if c.payload is None else Jsonb(c.payload, dumps=orjson.dumps),
+                batch_id,
+            )  # fmt: skip
+        )
 
 
 def _insert_events_postgresql(
     cursor: Any, candidates: Sequence[Candidate], batch_id: int | None, received_at: datetime
 ) -> set:
+    """COPY straight into the event table, inside a savepoint; on a known event_id, the slow path.
+
+    The primary key refuses an event_id stored before (or by a concurrent worker, once that
+    one commits) for the whole COPY: then the savepoint is rolled back and _insert_staged
+    finds out row by row which events are new. Fresh events, the usual case, thus cost one
+    COPY into the table and nothing else.
+    """
     table = connection.ops.quote_name(FeedbackEvent._meta.db_table)
     columns = ", ".join(_EVENT_COLUMNS)
-    # event_id staged as text (the canonical form validation produced: no UUID objects in
-    # Python) and cast once by the server. Created every time: creating it is transactional,
-    # so a rolled-back batch takes it away again; emptied at each commit, and by the DELETE
-    # inside a test's transaction.
+    try:
+        with transaction.atomic():  # a savepoint: the batch's transaction survives a refusal
+            # event_id as 16 raw bytes: binary COPY carries no type, and that is uuid's wire form
+            sql = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+            with cursor.cursor.copy(sql) as copy:
+                copy.set_types(_COPY_TYPES_DIRECT)
+                raw_ids = [bytes.fromhex(c.event_id.replace("-", "")) for c in candidates]
+                _copy_rows(copy, candidates, raw_ids, batch_id, received_at)
+    except UniqueViolation:
+        return _insert_staged(cursor, candidates, batch_id, received_at)
+    return {c.event_id for c in candidates}
+
+
+def _insert_staged(
+    cursor: Any, candidates: Sequence[Candidate], batch_id: int | None, received_at: datetime
+) -> set:
+    """COPY into a session temp table, then INSERT ... SELECT ... ON CONFLICT DO NOTHING
+    RETURNING: the database says which rows were new."""
+    table = connection.ops.quote_name(FeedbackEvent._meta.db_table)
+    columns = ", ".join(_EVENT_COLUMNS)
+    # event_id staged as text (the canonical form validation produced) and cast once by the
+    # server. Created every time: creating it is transactional, so a rolled-back batch takes
+    # it away again; emptied at each commit, and by the DELETE inside a test's transaction.
     cursor.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ON COMMIT DELETE ROWS AS "
         f"SELECT event_id::text AS event_id, {columns.split(', ', 1)[1]} FROM {table} "
         "WITH NO DATA; "
         f"DELETE FROM {_STAGE}"
     )
-    # binary COPY: psycopg's C dumpers, no text formatting or parsing on either side
     with cursor.cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_COPY_TYPES)
-        write = copy.write_row
-        for c in candidates:
-            write(
-                (
-                    c.event_id,
-                    c.occurred_at,
-                    received_at,
-                    c.application_id,
-                    c.model_version_id,
-                    c.kind,
-                    c.value,
-                    None if c.prediction is None else Jsonb(c.prediction, dumps=orjson.dumps),
-                    None if c.label is None else Jsonb(c.label, dumps=orjson.dumps),
-                    c.correct,
-                    c.request_id,
-                    c.segment,
-                    None if c.payload is None else Jsonb(c.payload, dumps=orjson.dumps),
-                    batch_id,
-                )  # fmt: skip
-            )
+        _copy_rows(copy, candidates, [c.event_id for c in candidates], batch_id, received_at)
     select = columns.replace("event_id", "event_id::uuid", 1)
     cursor.execute(
         f"INSERT INTO {table} ({columns}) SELECT {select} FROM {_STAGE} "

@@ -44,7 +44,9 @@ def purge_old_events(*, now: datetime | None = None, chunk: int = 50_000) -> int
     cutoff = (now or timezone.now()) - retention()
     deleted = 0
     while True:
-        ids = list(FeedbackEvent.objects.older_than(cutoff).values_list("pk", flat=True)[:chunk])
+        ids = list(
+            FeedbackEvent.objects.older_than(cutoff).order_by().values_list("pk", flat=True)[:chunk]
+        )
         if not ids:
             return deleted
         deleted += FeedbackEvent.objects.filter(pk__in=ids)._raw_delete(using="default")

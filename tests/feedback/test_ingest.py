@@ -351,3 +351,30 @@ def test_submissions_are_stored_with_lz4_where_postgresql_has_it():
             "WHERE attrelid = 'feedback_ingestbatch'::regclass AND attname = 'raw'"
         )
         assert cursor.fetchone()[0] == "l"
+
+
+def test_a_batch_mixing_stored_and_new_events_keeps_exactly_the_new_ones(ingest, app_slug):
+    stored = [event(app_slug, "click", value=1.0) for _ in range(2)]
+    ingest(stored)
+    fresh = [event(app_slug, "click", value=5.0) for _ in range(3)]
+
+    batch = ingest([stored[0], *fresh, stored[1]])  # the fast COPY is refused: row by row
+
+    assert (batch.accepted, batch.duplicate, batch.rejected) == (3, 2, 0)
+    assert FeedbackEvent.objects.count() == 5
+    assert _rollup_counts() == [("click", 5, 17.0, 77.0)]
+
+
+def test_occurred_at_is_indexed_with_brin_on_postgresql():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_am am ON am.oid = c.relam "
+            "WHERE i.indrelid = 'feedback_feedbackevent'::regclass "
+            "AND pg_get_indexdef(i.indexrelid) LIKE '%(occurred_at)'"
+        )
+        assert [row[0] for row in cursor.fetchall()] == ["brin"]
