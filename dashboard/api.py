@@ -3,17 +3,20 @@
 Responses carry a weak ETag over everything except the clock-driven `age_seconds` figures,
 so a client polling with If-None-Match gets 304 until something really changes (a new
 allocation, a replica going stale, a rollout step, an SLO breach) and recomputes ages from
-`trained_at` in between. The body is rendered once and hashed; no cache can serve it stale.
+`trained_at` in between. The per-application body is cached (dashboard.status_cache) under
+a generation that every write affecting it bumps, and only until the first instant at which
+time alone changes it, so a change is visible on the next request.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,7 +24,7 @@ from rest_framework.views import APIView
 from registry.api.serializers import error_responses
 from registry.permissions import ReadScope
 
-from . import selectors
+from . import selectors, status_cache
 
 # --- Serializers: the documented response shape ---
 
@@ -200,14 +203,33 @@ def conditional_response(
     The ETag hashes the body while every age_seconds is still null, so the passing of time
     alone never changes it; the ages are filled in afterwards.
     """
-    canonical = json.dumps(payload, default=str, separators=(",", ":"))
-    etag = 'W/"' + hashlib.sha256(canonical.encode()).hexdigest()[:32] + '"'
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Authorization, Cookie"}
+    etag = status_cache.etag_of(payload)
+    headers = _headers(etag)
     if _matches(request.headers.get("If-None-Match", ""), etag):
         return Response(status=304, headers=headers)
     for row, age in clock:
         row["age_seconds"] = age
     return Response(payload, headers=headers)
+
+
+def _headers(etag: str) -> dict[str, str]:
+    return {"ETag": etag, "Cache-Control": "private, no-cache", "Vary": "Authorization, Cookie"}
+
+
+def entry_response(request: Request, entry: status_cache.Entry) -> HttpResponse:
+    """A cached status as 304, or as its JSON body with the ages of this instant.
+
+    Plain JSON goes out as the stored bytes; another negotiated rendering (the browsable
+    API, an indented JSON) gets the same data through DRF.
+    """
+    headers = _headers(entry.etag)
+    if _matches(request.headers.get("If-None-Match", ""), entry.etag):
+        return Response(status=304, headers=headers)
+    body = entry.body()
+    renderer = getattr(request, "accepted_renderer", None)
+    if type(renderer) is JSONRenderer and request.accepted_media_type == renderer.media_type:
+        return HttpResponse(body, content_type=renderer.media_type, headers=headers)
+    return Response(json.loads(body), headers=headers)
 
 
 # --- Views ---
@@ -244,10 +266,8 @@ class ApplicationStatusView(APIView):
             **error_responses(401, 403, 404),
         },
     )
-    def get(self, request: Request, slug: str) -> Response:
-        clock: list[tuple[dict[str, Any], int]] = []
-        payload = _application_payload(selectors.application_status(slug), clock)
-        return conditional_response(request, payload, clock)
+    def get(self, request: Request, slug: str) -> HttpResponse:
+        return entry_response(request, status_cache.application_entry(slug, _application_payload))
 
 
 class FleetStatusView(APIView):

@@ -12,6 +12,7 @@ class DashboardConfig(AppConfig):
         from registry.models import AuditEvent
 
         from . import logging as _logging  # noqa: F401  Celery request-id signal handlers
+        from . import status_cache
         from .webhooks import on_alert_saved, on_audit_event
 
         # registry and feedback never import this app (STYLE R2): their rows are the events
@@ -19,3 +20,5 @@ class DashboardConfig(AppConfig):
             on_audit_event, sender=AuditEvent, dispatch_uid="dashboard.webhooks.audit"
         )
         post_save.connect(on_alert_saved, sender=Alert, dispatch_uid="dashboard.webhooks.alert")
+        # every ORM write to what the status endpoint shows moves the application's generation
+        status_cache.connect()

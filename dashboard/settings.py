@@ -127,8 +127,22 @@ CACHES = {
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    )
+    ),
+    # status bodies and their generations (registry.status_generation): shared by every
+    # process, so a write in a Celery worker reaches every web worker; never locmem
+    "status": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "status-cache"),
+            "OPTIONS": {"MAX_ENTRIES": 5000},
+        }
+    ),
 }
+# Longest life of a cached status body (s); 0 turns the status cache off. Bodies are dropped
+# at once on any change; this only bounds the harm of a lost invalidation (store outage).
+STATUS_CACHE_MAX_AGE_S = env_int("STATUS_CACHE_MAX_AGE_S", 300)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

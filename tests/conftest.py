@@ -5,6 +5,7 @@ Factories are registered as fixtures by pytest-factoryboy: `application_factory`
 """
 
 import os
+import uuid
 
 import pytest
 from pytest_factoryboy import register
@@ -24,6 +25,12 @@ register(rf.DeploymentFactory)
 register(rf.TrafficAllocationFactory)
 register(rf.ReplicaFactory)
 register(rf.RolloutFactory)
+
+
+@pytest.fixture(autouse=True)
+def _own_status_cache(settings):
+    """A status-cache namespace per test: rows a test rolls back never bump a generation."""
+    settings.STATUS_CACHE_KEY_PREFIX = f"status-test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(autouse=True)

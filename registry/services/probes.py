@@ -18,7 +18,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
-from .. import probes
+from .. import probes, status_generation
 from ..exceptions import DuplicateVersion, InvalidInput
 from ..models import (
     ConsistencyCheck,
@@ -385,6 +385,7 @@ def _store_check(
     for verdict in {f.verdict for f in findings.values()}:
         pks = [pk for pk, f in findings.items() if f.verdict == verdict]
         Replica.objects.filter(pk__in=pks).update(last_probe_verdict=verdict, last_probe_at=now)
+    status_generation.bump([deployment.application_id])  # verdicts: updates send no signal
     bad = {
         by_pk[pk].instance_id: f.verdict
         for pk, f in findings.items()
@@ -485,5 +486,14 @@ def dispatch_due_probes(*, enqueue: Callable[[int], Any], now: datetime | None =
 def prune_consistency_checks(*, older_than: timedelta, now: datetime | None = None) -> int:
     """Delete checks (and their results) started before now - older_than; returns checks deleted."""
     cutoff = (now or timezone.now()) - older_than
-    deleted, per_model = ConsistencyCheck.objects.filter(started_at__lt=cutoff).delete()
+    old = ConsistencyCheck.objects.filter(started_at__lt=cutoff)
+    # the status shows each deployment's latest check: it goes only where no newer one stays
+    kept = ConsistencyCheck.objects.filter(deployment_id=OuterRef("pk"), started_at__gte=cutoff)
+    losing = list(
+        Deployment.objects.filter(Exists(old.filter(deployment_id=OuterRef("pk"))))
+        .exclude(Exists(kept))
+        .values_list("application_id", flat=True)
+    )
+    deleted, per_model = old.delete()
+    status_generation.bump(losing)  # after the delete (or its commit)
     return per_model.get(ConsistencyCheck._meta.label, 0)

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from .. import status_generation
 from ..models import (
     Deployment,
     ModelVersion,
@@ -58,4 +59,6 @@ def record_heartbeat(
             "updated_at",
         ],
     )
+    # an upsert sends no signal; it may change the replica counts (new, fresh again, other sha)
+    status_generation.bump([deployment.application_id])
     return replica  # pk set by INSERT ... ON CONFLICT ... RETURNING

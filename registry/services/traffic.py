@@ -10,6 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from .. import status_generation
 from ..exceptions import InvalidInput
 from ..models import (
     Deployment,
@@ -97,6 +98,7 @@ def set_allocation(
             for s in allocations
         ]
     )
+    status_generation.bump([deployment.application_id])  # bulk writes send no signals
     record_audit_event(
         actor=actor,
         kind=kind,
