@@ -20,6 +20,7 @@ from registry.services import ROLLOUT_ACTIONS, create_api_token, revoke_api_toke
 from registry.services.rollouts import TRANSITIONS
 
 from . import charts, page_selectors, selectors
+from .fleet_rows import fleet_rows
 from .forms import RolloutActionForm, TokenCreateForm
 
 FLEET_REFRESH_SECONDS = 10
@@ -47,7 +48,8 @@ def home(request: HttpRequest) -> HttpResponse:
         "attention_only": request.GET.get("attention") == "1",
     }
     fleet = selectors.fleet_page(**filters, page=_page_number(request))
-    context = {"fleet": fleet, "filters": filters, "refresh_seconds": FLEET_REFRESH_SECONDS,
+    context = {"fleet": fleet, "rows": fleet_rows(fleet.rows, fleet.attention), "filters": filters,
+               "refresh_seconds": FLEET_REFRESH_SECONDS,
                "environments": Deployment.Environment.values}  # fmt: skip
     if request.htmx:
         return render(request, "dashboard/partials/_fleet_table.html", context)
