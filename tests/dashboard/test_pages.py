@@ -229,3 +229,18 @@ def test_pages_empty_states(devops_client):
     html = devops_client.get(reverse("dashboard:replicas")).content.decode()
     assert "No deployment yet" in html
     assert "No event recorded" in devops_client.get(reverse("dashboard:audit")).content.decode()
+
+
+def test_replicas_grid_marks_each_replica_and_says_what_it_serves_on_hover(devops_client):
+    app, dep, model, mvs, rollout = build_fleet(apps=1, versions=2, replicas=2)[0]
+    heartbeat = dep.replicas.get(instance_id="pod-0").last_heartbeat_at
+
+    html = devops_client.get(reverse("dashboard:replicas")).content.decode()
+
+    cells = re.findall(r'<a class="cell (\w+)" href="([^"]+)" title="([^"]+)"', html)
+    url = reverse("dashboard:deployment-replicas", args=[dep.pk])
+    assert [(state, href) for state, href, _ in cells] == [("ok", url), ("stale", url)]
+    assert cells[0][2] == (
+        f"pod-0 · {model.name} v1 · {mvs[0].sha256[:12]} · "
+        f"heartbeat {heartbeat:%Y-%m-%d %H:%M:%S} UTC"
+    )
