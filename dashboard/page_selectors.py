@@ -231,7 +231,9 @@ def model_page(*, name: str, window: str = DEFAULT_WINDOW) -> ModelPage | None:
         aliases=aliases,
         consumers=[Consumer(a, alias_names.get(a.model_version_id, [])) for a in allocations],
         deployed=deployed,
-        online=online_accuracy_points([v.pk for v in versions], since=since),
+        online=online_accuracy_points(
+            {v.pk: _label(model.name, v.version) for v in versions}, since=since
+        ),
         rollouts=list(
             rollout_list()
             .filter(
@@ -244,22 +246,23 @@ def model_page(*, name: str, window: str = DEFAULT_WINDOW) -> ModelPage | None:
     )
 
 
-def online_accuracy_points(version_ids: list[int], *, since: datetime) -> list[charts.OnlinePoint]:
-    """Hourly online accuracy per version over every application it serves (1 query)."""
+def online_accuracy_points(labels: dict[int, str], *, since: datetime) -> list[charts.OnlinePoint]:
+    """Hourly online accuracy per version over every application it serves (1 query).
+
+    `labels` names each version id to chart. Grouping by the id, and naming it from there,
+    spares the query two joins and a sort on text: 720 hours x versions rows for 30 days.
+    """
     rows = (
-        QualityRollup.objects.filter(model_version_id__in=version_ids, hour__gte=since)
-        .values("hour", "model_version__registered_model__name", "model_version__version")
+        QualityRollup.objects.filter(
+            model_version_id__in=list(labels), hour__gte=since, labelled__gt=0
+        )
+        .values_list("hour", "model_version_id")
         .annotate(correct=Sum("correct"), labelled=Sum("labelled"))
-        .filter(labelled__gt=0)
         .order_by("hour")
     )
     return [
-        charts.OnlinePoint(
-            hour=r["hour"],
-            version=_label(r["model_version__registered_model__name"], r["model_version__version"]),
-            accuracy=r["correct"] / r["labelled"],
-        )
-        for r in rows
+        charts.OnlinePoint(hour=hour, version=labels[version_id], accuracy=correct / labelled)
+        for hour, version_id, correct, labelled in rows
     ]
 
 

@@ -154,3 +154,28 @@ def test_online_accuracy_sums_labelled_buckets_of_every_kind_and_skips_unlabelle
     online = selectors.online_accuracy({(app.pk, control.pk), (app.pk, canary.pk)})
 
     assert online == {(app.pk, control.pk): 0.5}  # 100 of 200; the canary has no labels
+
+
+def test_model_online_points_are_hourly_accuracy_per_version_over_every_application(
+    serving, application_factory
+):
+    from dashboard.page_selectors import online_accuracy_points
+    from feedback.models import QualityRollup
+
+    app, dep, control, canary = serving
+    other = application_factory()
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    for application, correct in ((app, 60), (other, 90)):
+        QualityRollup.objects.create(
+            application=application, model_version=control, kind="label", hour=hour,
+            count=100, correct=correct, labelled=100,
+        )  # fmt: skip
+    QualityRollup.objects.create(
+        application=app, model_version=canary, kind="impression", hour=hour, count=100
+    )
+
+    points = online_accuracy_points(
+        {control.pk: "m v1", canary.pk: "m v2"}, since=hour - timedelta(hours=1)
+    )
+
+    assert [(p.hour, p.version, p.accuracy) for p in points] == [(hour, "m v1", 0.75)]
