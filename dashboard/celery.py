@@ -2,10 +2,19 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
+from django.db import close_old_connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 
 app = Celery("dashboard", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect(weak=False, dispatch_uid="dashboard.celery.db_prerun")
+@signals.task_postrun.connect(weak=False, dispatch_uid="dashboard.celery.db_postrun")
+def reuse_healthy_connections(**kwargs) -> None:
+    """Around each task, what Django does around each request: keep the connection unless it
+    is broken or older than CONN_MAX_AGE (settings.CELERY_DB_REUSE_MAX says why)."""
+    close_old_connections()

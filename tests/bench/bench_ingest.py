@@ -156,6 +156,48 @@ def _cpu_s(pid: int) -> float:
         return 0.0
 
 
+def cpu_per_process() -> dict[int, tuple[str, float]]:
+    """{pid: (command name, CPU seconds used so far)} for every live process."""
+    found: dict[int, tuple[str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    head, tail = f.read().rsplit(")", 1)
+            except OSError:
+                continue
+            fields = tail.split()
+            found[int(entry)] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+class CpuByCommand(threading.Thread):
+    """CPU seconds every process of the machine used while the clock ran, by command name.
+
+    Sampled every 0.2 s, so short-lived processes (a connection's PostgreSQL backend, a
+    test run nearby) count for what they used while seen; processes born during the run
+    count from zero.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.start_values = {pid: used for pid, (_, used) in cpu_per_process().items()}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.last.update(cpu_per_process())
+            self.done.wait(0.2)
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, (name, used) in self.last.items():
+            out[name] = out.get(name, 0.0) + used - self.start_values.get(pid, 0.0)
+        return out
+
+
 def machine_busy_s() -> float:
     """CPU seconds all processes of the machine have used (from /proc/stat)."""
     with open("/proc/stat") as f:
@@ -506,7 +548,8 @@ def main() -> None:
         time.sleep(2)  # let the worker connect to the broker
         sampler.start()
         log(f"posting with {args.clients} client connections")
-        busy = machine_busy_s()
+        busy, by_command = machine_busy_s(), CpuByCommand()
+        by_command.start()
         started = time.perf_counter()
         failures = post_all(port, token, bodies, args.clients)
         posted = time.perf_counter() - started
@@ -516,6 +559,8 @@ def main() -> None:
         finished, accepted = wait_for_batches(db_url, len(bodies), timeout=1800)
         elapsed = time.perf_counter() - started
         busy = machine_busy_s() - busy
+        by_command.done.set()
+        by_command.last.update(cpu_per_process())
     finally:
         sampler.done.set()
         stop(web)
@@ -532,6 +577,12 @@ def main() -> None:
         f"cpu seconds: web {cpu['web']:.1f}, worker {cpu['worker']:.1f}; whole machine "
         f"{busy:.1f} of {elapsed * (os.cpu_count() or 1):.1f} available (postgres, client and "
         "anything else running count there)"
+    )
+    per_command = by_command.totals()
+    top = sorted(per_command.items(), key=lambda item: -item[1])[:8]
+    log(
+        f"cpu seconds by command ({sum(per_command.values()):.1f} seen): "
+        + ", ".join(f"{name} {used:.1f}" for name, used in top)
     )
     sums = sampler.peak_sum
     print(f"rss_sum worker_mb={sums['worker'] // mb} web_mb={sums['web'] // mb}")

@@ -1,0 +1,48 @@
+"""A Celery worker keeps its database connection between tasks, as gunicorn does between
+requests, and still drops one that broke."""
+
+from types import SimpleNamespace
+
+import pytest
+from celery.fixups.django import DjangoWorkerFixup
+from django.db import connection
+
+from dashboard.celery import app, reuse_healthy_connections
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TASK = SimpleNamespace(request=SimpleNamespace(is_eager=False))
+
+
+def _between_tasks() -> None:
+    """What the worker runs after one task and before the next."""
+    fixup = DjangoWorkerFixup(app)
+    fixup.on_task_postrun(sender=TASK)
+    reuse_healthy_connections()
+    fixup.on_task_prerun(sender=TASK)
+    reuse_healthy_connections()
+
+
+def test_a_worker_reuses_its_database_connection_for_the_next_task(settings):
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
+    connection.close()
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    first = connection.connection
+
+    _between_tasks()
+
+    assert connection.connection is first
+
+
+def test_a_worker_drops_a_broken_connection_before_the_next_task(settings):
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 60
+    connection.close()
+    connection.ensure_connection()
+    connection.connection.close()  # e.g. the server restarted under it
+    connection.errors_occurred = True
+
+    _between_tasks()
+
+    assert connection.connection is None
