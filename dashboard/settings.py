@@ -274,6 +274,11 @@ _vt = env_int("CELERY_VISIBILITY_TIMEOUT", 120)
 # below the visibility timeout, and still positive when tests set a short one
 CELERY_TASK_TIME_LIMIT = max(_vt - 20, _vt // 2)
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fixup closes every database connection before and after each task unless
+# this is set: a new PostgreSQL connection (backend start-up, catalog caches) per task cost
+# more than a 1,000-event ingest batch itself. dashboard/celery.py applies Django's own rule
+# around tasks instead (close when broken or older than CONN_MAX_AGE), as around requests.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "feedback.tasks.ingest_*": {"queue": "ingest"},
