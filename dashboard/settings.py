@@ -128,9 +128,10 @@ CACHES = {
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     ),
-    # status bodies and their generations (registry.status_generation): shared by every
-    # process, so a write in a Celery worker reaches every web worker; never locmem
-    "status": (
+    # status bodies, generations and remembered API tokens (registry.status_generation):
+    # shared by every process, so a write in a Celery worker or the admin reaches every web
+    # worker at once; never locmem
+    "shared": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
         if REDIS_URL
         else {
@@ -143,6 +144,8 @@ CACHES = {
 # Longest life of a cached status body (s); 0 turns the status cache off. Bodies are dropped
 # at once on any change; this only bounds the harm of a lost invalidation (store outage).
 STATUS_CACHE_MAX_AGE_S = env_int("STATUS_CACHE_MAX_AGE_S", 300)
+# Longest life of a remembered API token (s; 0 = off). Revocation applies at once anyway.
+API_TOKEN_CACHE_S = env_int("API_TOKEN_CACHE_S", 300)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

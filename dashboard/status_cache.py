@@ -125,11 +125,9 @@ def application_entry(
     cache = status_generation.store()
     key = _body_key(slug)
     try:
-        cached = cache.get(key)
-        generation = None
-        if cached is not None:
-            generation = status_generation.current(cached.application_id)
-            if cached.generation == generation and time.time() < cached.expires_at:
+        cached, generation = _read(key, slug)
+        if cached is not None and cached.generation == generation:
+            if time.time() < cached.expires_at:
                 return cached
     except Exception:  # the store is down: answer from the database, cache nothing
         log.exception("status cache unavailable; answering uncached")
@@ -143,6 +141,34 @@ def application_entry(
     except Exception:
         log.exception("status cache: could not store %s", slug)
     return entry
+
+
+# slug -> application id, per process: lets one round trip fetch an entry and the
+# generation it must match. Only a hint: the entry's own application id decides.
+_application_of: dict[str, int] = {}
+
+
+def _read(key: str, slug: str) -> tuple[Entry | None, str | None]:
+    """The stored entry for `slug` and its application's current generation."""
+    cache = status_generation.store()
+    hint = _application_of.get(slug)
+    generation = None
+    if hint is None:
+        cached = cache.get(key)
+    else:
+        hint_key = status_generation.generation_key(hint)
+        found = cache.get_many([key, hint_key])
+        cached = found.get(key)
+        generation = found.get(hint_key)
+    if cached is None:
+        return None, None
+    if cached.application_id != hint:
+        generation = None
+        if len(_application_of) > 100_000:
+            _application_of.clear()
+        _application_of[slug] = cached.application_id
+    key_of_app = status_generation.generation_key(cached.application_id)
+    return cached, status_generation.read_or_create(key_of_app, generation)
 
 
 def _build(

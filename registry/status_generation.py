@@ -17,7 +17,7 @@ Why this is never stale:
 - If the store cannot be reached, readers do not cache (see dashboard.status_cache) and a
   failed bump is logged; STATUS_CACHE_MAX_AGE_S bounds how long a body lives in any case.
 
-The store is the `status` cache (settings.CACHES): Redis when REDIS_URL is set, otherwise
+The store is the `shared` cache (settings.CACHES): Redis when REDIS_URL is set, otherwise
 a file-based cache under VAR_DIR that every process on the machine shares. Not a
 per-process memory cache: a write in a Celery worker must reach every web process.
 Dependencies point one way (STYLE R2): feedback and dashboard import this module.
@@ -35,7 +35,7 @@ from django.db import transaction
 
 log = logging.getLogger(__name__)
 
-CACHE_ALIAS = "status"
+CACHE_ALIAS = "shared"
 # Generations outlive any body (STATUS_CACHE_MAX_AGE_S); one that expires is simply replaced.
 GENERATION_TTL_S = 86_400
 
@@ -64,28 +64,12 @@ def bump(application_ids: Iterable[int | None]) -> None:
     write path that changes what an application's status shows and does not go through
     Model.save()/delete() (the dashboard's receivers cover those).
     """
-    ids = {int(i) for i in application_ids if i is not None}
-    if not ids:
-        return
-    if transaction.get_connection().in_atomic_block:
-        # now too, for reads later in this same transaction (and tests, which never
-        # commit); a reader caching the committed past under this token is orphaned by
-        # the bump after commit
-        bump_now(ids)
-        transaction.on_commit(lambda: bump_now(ids))
-    else:
-        bump_now(ids)
+    bump_keys(generation_key(int(i)) for i in application_ids if i is not None)
 
 
 def bump_now(application_ids: Iterable[int]) -> None:
-    """Set new generations immediately (after commit; `bump` is what writers call)."""
-    tokens = {generation_key(i): _new_token() for i in application_ids}
-    if not tokens:
-        return
-    try:
-        store().set_many(tokens, timeout=GENERATION_TTL_S)
-    except Exception:  # the write is committed; do not turn it into an error for the caller
-        log.exception("status generation bump failed for applications %s", sorted(tokens))
+    """Set new generations immediately (`bump` is what writers call)."""
+    replace_now({generation_key(i) for i in application_ids})
 
 
 def current(application_id: int) -> str:
@@ -93,13 +77,43 @@ def current(application_id: int) -> str:
 
     Raises if the store is unreachable: the caller must then not cache.
     """
-    key = generation_key(application_id)
+    return read_or_create(generation_key(application_id))
+
+
+# --- The same protocol for any generation key (API tokens use one too) ---
+
+
+def bump_keys(keys: Iterable[str]) -> None:
+    """New tokens for these generation keys, now and again after the current transaction
+    commits (at once only, outside a transaction)."""
+    wanted = set(keys)
+    if not wanted:
+        return
+    replace_now(wanted)
+    if transaction.get_connection().in_atomic_block:
+        # the bump now serves reads later in this same transaction (and tests, which never
+        # commit); a reader that caches the pre-commit past under it is orphaned by this one
+        transaction.on_commit(lambda: replace_now(wanted))
+
+
+def replace_now(keys: Iterable[str]) -> None:
+    tokens = {key: _new_token() for key in keys}
+    if not tokens:
+        return
+    try:
+        store().set_many(tokens, timeout=GENERATION_TTL_S)
+    except Exception:  # the write is committed; do not turn it into an error for the caller
+        log.exception("generation bump failed for %s", sorted(tokens))
+
+
+def read_or_create(key: str, value: str | None = None) -> str:
+    """The token under `key` (`value` if the caller already read it), creating it if missing."""
     cache = store()
-    token = cache.get(key)
+    token = value if value is not None else cache.get(key)
     if token is None:
         # add() keeps a concurrent bump's token; re-read whichever token won
         cache.add(key, _new_token(), timeout=GENERATION_TTL_S)
         token = cache.get(key)
     if token is None:
-        raise RuntimeError("status generation store dropped a key just written")
+        raise RuntimeError("generation store dropped a key just written")
     return token

@@ -80,9 +80,10 @@ def test_post_feedback_refuses_a_token_revoked_after_it_was_remembered(
 
 
 def test_post_feedback_checks_the_token_every_time_without_the_cache(
-    product_user, make_token, app_slug, monkeypatch, django_assert_max_num_queries
+    product_user, make_token, app_slug, monkeypatch, settings, django_assert_max_num_queries
 ):
     monkeypatch.setenv("INGEST_AUTH_CACHE_S", "0")
+    settings.API_TOKEN_CACHE_S = 0  # nor the shared one (registry.services.tokens)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_token(product_user, *FEEDBACK)}")
     post_json(client, [event(app_slug)])
