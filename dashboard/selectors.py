@@ -514,7 +514,8 @@ def fleet_page(
             )
         )
     listed = list(apps.order_by("slug").values_list("id", "max_model_age"))
-    verdicts = _attention({a: age for a, age in listed}, apps.values("pk"))
+    filtered = bool(q or team or environment)
+    verdicts = _attention({a: age for a, age in listed}, apps.values("pk") if filtered else None)
     ranked = sorted(listed, key=lambda a: -verdicts[a[0]].score)  # stable: slug within a score
     if attention_only:
         ranked = [a for a in ranked if verdicts[a[0]].needs_attention]
@@ -535,38 +536,41 @@ def fleet_page(
     )
 
 
-def _attention(slo_of: dict[int, Any], app_ids: QuerySet[Any]) -> dict[int, Attention]:
+def _attention(slo_of: dict[int, Any], app_ids: QuerySet[Any] | None) -> dict[int, Attention]:
     """Age, alerts, replicas, paused rollouts and open reports per application: 5 queries.
 
-    `app_ids` is the matching applications as a subquery: 500 literal ids cost more to
-    compile and plan than the database takes to answer.
+    `app_ids` is the matching applications as a subquery (500 literal ids cost more to
+    compile and plan than the database takes to answer), or None for the whole fleet, which
+    spares each query a join to the application table.
     """
     from feedback.models import Alert, FeedbackReport
     from registry.models import Replica
 
-    ids = app_ids
+    def of(field: str) -> Q:
+        return Q() if app_ids is None else Q(**{f"{field}__in": app_ids})
+
     now = timezone.now()
     oldest = dict(
-        TrafficAllocation.objects.filter(valid_to__isnull=True, deployment__application_id__in=ids)
+        TrafficAllocation.objects.filter(of("deployment__application_id"), valid_to__isnull=True)
         .values_list("deployment__application_id")
         .annotate(oldest=Min("model_version__trained_at"))
         .order_by()
     )
     alerts = dict(
-        Alert.objects.filter(state=Alert.State.FIRING, application_id__in=ids)
+        Alert.objects.filter(of("application_id"), state=Alert.State.FIRING)
         .values_list("application_id")
         .annotate(n=Count("pk"))
         .order_by()
     )
     reports = dict(
-        FeedbackReport.objects.filter(application_id__in=ids)
+        FeedbackReport.objects.filter(of("application_id"))
         .exclude(state=FeedbackReport.State.RESOLVED)
         .values_list("application_id")
         .annotate(n=Count("pk"))
         .order_by()
     )
     rollouts = dict(
-        Rollout.objects.filter(state__in=Rollout.ACTIVE_STATES, deployment__application_id__in=ids)
+        Rollout.objects.filter(of("deployment__application_id"), state__in=Rollout.ACTIVE_STATES)
         .order_by("state")  # "paused" sorts after "running": a paused one wins per application
         .values_list("deployment__application_id", "state")
     )
@@ -582,7 +586,7 @@ def _attention(slo_of: dict[int, Any], app_ids: QuerySet[Any]) -> dict[int, Atte
         .exclude(Exists(allocated))
     )
     replica_bad = set(
-        Deployment.objects.filter(application_id__in=ids)
+        Deployment.objects.filter(of("application_id"))
         .annotate(
             known=Count("replicas"),
             reporting=Count("replicas", filter=fresh),
