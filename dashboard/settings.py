@@ -136,7 +136,7 @@ CACHES = {
         if REDIS_URL
         else {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-            "LOCATION": str(VAR_DIR / "status-cache"),
+            "LOCATION": str(VAR_DIR / "shared-cache"),
             "OPTIONS": {"MAX_ENTRIES": 5000},
         }
     ),
