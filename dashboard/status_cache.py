@@ -91,15 +91,16 @@ def max_age_s() -> int:
     return int(getattr(settings, "STATUS_CACHE_MAX_AGE_S", 300))
 
 
+_ENTRY_VERSION = 1  # bump when Entry changes: a deploy must not unpickle another shape
 _PLAIN_SLUG = re.compile(r"[-\w]{1,100}", re.ASCII)
 
 
 def _body_key(slug: str) -> str:
     if _PLAIN_SLUG.fullmatch(slug):
-        return f"{status_generation.key_prefix()}:app:{slug}"
+        return f"{status_generation.key_prefix()}:app:v{_ENTRY_VERSION}:{slug}"
     # any string can reach the URL: keep keys short, in a space of their own
     digest = hashlib.sha256(slug.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{status_generation.key_prefix()}:app-sha256:{digest}"
+    return f"{status_generation.key_prefix()}:app:v{_ENTRY_VERSION}-sha256:{digest}"
 
 
 def etag_of(payload: dict[str, Any]) -> str:
