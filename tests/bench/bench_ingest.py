@@ -548,7 +548,7 @@ def main() -> None:
         time.sleep(2)  # let the worker connect to the broker
         sampler.start()
         log(f"posting with {args.clients} client connections")
-        busy, by_command = machine_busy_s(), CpuByCommand()
+        busy, by_command, client_cpu = machine_busy_s(), CpuByCommand(), time.process_time()
         by_command.start()
         started = time.perf_counter()
         failures = post_all(port, token, bodies, args.clients)
@@ -560,6 +560,7 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         busy = machine_busy_s() - busy
         by_command.done.set()
+        client_cpu = time.process_time() - client_cpu  # posting, polling and the samplers
         by_command.last.update(cpu_per_process())
     finally:
         sampler.done.set()
@@ -574,7 +575,8 @@ def main() -> None:
     mb = 1024
     cpu = {name: sum(per_pid.values()) for name, per_pid in sampler.cpu.items()}
     log(
-        f"cpu seconds: web {cpu['web']:.1f}, worker {cpu['worker']:.1f}; whole machine "
+        f"cpu seconds: web {cpu['web']:.1f}, worker {cpu['worker']:.1f}, this client "
+        f"{client_cpu:.1f}; whole machine "
         f"{busy:.1f} of {elapsed * (os.cpu_count() or 1):.1f} available (postgres, client and "
         "anything else running count there)"
     )

@@ -8,8 +8,10 @@ from celery.fixups.django import DjangoWorkerFixup
 from django.db import connection
 
 from dashboard.celery import app, reuse_healthy_connections
+from tests.markers import needs_postgres
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# closing SQLite's in-memory test database would drop it: PostgreSQL only
+pytestmark = [pytest.mark.django_db(transaction=True), needs_postgres]
 
 TASK = SimpleNamespace(request=SimpleNamespace(is_eager=False))
 
