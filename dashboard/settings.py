@@ -132,7 +132,7 @@ CACHES = {
     # shared by every process, so a write in a Celery worker or the admin reaches every web
     # worker at once; never locmem
     "shared": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {"BACKEND": "registry.shared_cache.SharedRedisCache", "LOCATION": REDIS_URL}
         if REDIS_URL
         else {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
