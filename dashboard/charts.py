@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
@@ -88,13 +89,16 @@ def _layout(height: int, **extra: Any) -> dict[str, Any]:
 _SCRIPT_ESCAPES = ((b"&", b"\\u0026"), (b"<", b"\\u003C"), (b">", b"\\u003E"))
 
 
+_ENCODER = DjangoJSONEncoder()  # what orjson leaves to it (Decimal, lazy strings), as before
+
+
 def figure_script(fig: Figure, element_id: str) -> SafeString:
     """The figure as `<script id=… type="application/json">`, as `|json_script` writes it.
 
     orjson writes it about 10x faster than json.dumps (NaN becomes null, which JSON.parse
     accepts; json.dumps would write NaN, which it rejects).
     """
-    raw = orjson.dumps(fig)
+    raw = orjson.dumps(fig, default=_ENCODER.default)
     for char, escaped in _SCRIPT_ESCAPES:
         raw = raw.replace(char, escaped)
     return format_html(

@@ -65,3 +65,11 @@ def test_quality_figure_has_three_panels_per_version_and_an_event_trace():
     assert figure["data"][0]["x"][0] == T0.isoformat()
     assert figure["data"][2]["y"] == [None] * 4  # no bad-recommendation figure: a gap
     assert figure["layout"]["shapes"][0]["line"]["color"] == charts.EVENT_COLORS["rolled_back"]
+
+
+def test_figure_script_writes_what_orjson_cannot_as_json_script_did():
+    from decimal import Decimal
+
+    figure = charts.accuracy_figure([charts.OfflinePoint("v1", T0, Decimal("0.91"))], [])
+
+    assert _parse(charts.figure_script(figure, "fig-x"))["data"][0]["y"] == ["0.91"]
