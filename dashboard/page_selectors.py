@@ -30,7 +30,6 @@ from django.utils import timezone
 
 from feedback.analysis import analyse_rollout, step_progress
 from feedback.models import FeedbackReport, QualityRollup
-from feedback.selectors import report_list
 from registry.models import (
     Application,
     AuditEvent,
@@ -103,8 +102,18 @@ def application_page(*, slug: str, window: str = DEFAULT_WINDOW) -> ApplicationP
         spans=allocation_spans(application.pk, since=since),
         quality=quality_points(application.pk, since=since),
         markers=_markers(application.pk, since),
-        reports=list(report_list().filter(application=application)[:20]),
-        rollouts=list(rollout_list().filter(deployment__application=application)[:20]),
+        reports=list(
+            FeedbackReport.objects.filter(application=application).select_related(
+                "model_version__registered_model", "reported_by"
+            )[:20]
+        ),
+        # the joins these rows show, not all of rollout_list()'s: each join costs compile and
+        # planning time on every page view
+        rollouts=list(
+            Rollout.objects.filter(deployment__application=application).select_related(
+                "deployment", "baseline_version", "candidate_version"
+            )[:20]
+        ),
         audit=list(AuditEvent.objects.filter(application=application).select_related("actor")[:25]),
         since=since,
     )
@@ -235,7 +244,9 @@ def model_page(*, name: str, window: str = DEFAULT_WINDOW) -> ModelPage | None:
             {v.pk: _label(model.name, v.version) for v in versions}, since=since
         ),
         rollouts=list(
-            rollout_list()
+            Rollout.objects.select_related(
+                "deployment__application", "baseline_version", "candidate_version"
+            )
             .filter(
                 Q(baseline_version__registered_model=model)
                 | Q(candidate_version__registered_model=model)
