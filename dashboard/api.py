@@ -21,8 +21,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from registry import status_generation
 from registry.api.serializers import error_responses
 from registry.permissions import ReadScope
+from registry.services import tokens
 
 from . import selectors, status_cache
 
@@ -266,6 +268,13 @@ class ApplicationStatusView(APIView):
             **error_responses(401, 403, 404),
         },
     )
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
+        # the token and the status entry (with its generation) in one cache round trip
+        keys = tokens.prefetch_keys(request.META.get("HTTP_AUTHORIZATION", ""))
+        keys += status_cache.prefetch_keys(kwargs.get("slug", ""))
+        with status_generation.prefetched(keys):
+            return super().dispatch(request, *args, **kwargs)
+
     def get(self, request: Request, slug: str) -> HttpResponse:
         return entry_response(request, status_cache.application_entry(slug, _application_payload))
 

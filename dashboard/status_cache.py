@@ -149,18 +149,26 @@ def application_entry(
 _application_of: dict[str, int] = {}
 
 
+def _read_keys(key: str, hint: int | None) -> list[str]:
+    if hint is None:
+        return [key]
+    return [key, status_generation.generation_key(hint)]
+
+
+def prefetch_keys(slug: str) -> list[str]:
+    """What a request for `slug` will read first (for status_generation.prefetched)."""
+    if max_age_s() <= 0:
+        return []
+    return _read_keys(_body_key(slug), _application_of.get(slug))
+
+
 def _read(key: str, slug: str) -> tuple[Entry | None, str | None]:
     """The stored entry for `slug` and its application's current generation."""
-    cache = status_generation.store()
     hint = _application_of.get(slug)
-    generation = None
-    if hint is None:
-        cached = cache.get(key)
-    else:
-        hint_key = status_generation.generation_key(hint)
-        found = cache.get_many([key, hint_key])
-        cached = found.get(key)
-        generation = found.get(hint_key)
+    keys = _read_keys(key, hint)
+    found = status_generation.get_many(keys)
+    cached = found.get(key)
+    generation = found.get(keys[-1]) if hint is not None else None
     if cached is None:
         return None, None
     if cached.application_id != hint:

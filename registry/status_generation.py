@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import BaseCache, caches
@@ -42,6 +45,41 @@ GENERATION_TTL_S = 86_400
 
 def store() -> BaseCache:
     return caches[CACHE_ALIAS]
+
+
+# --- One round trip per request ---
+
+_MISSING = object()
+_prefetched: ContextVar[dict[str, Any] | None] = ContextVar("shared_prefetched", default=None)
+
+
+@contextmanager
+def prefetched(keys: Iterable[str]) -> Iterator[None]:
+    """Read `keys` from the store in one round trip for the code inside, where `get_many`
+    answers each of them once from that read (a read that merely happened a little earlier,
+    which the generation protocol allows: it only ever compares a generation read before)."""
+    wanted = list(dict.fromkeys(keys))
+    found: dict[str, Any] | None = None
+    if wanted:
+        try:
+            got = store().get_many(wanted)
+            found = {k: got.get(k, _MISSING) for k in wanted}
+        except Exception:  # each reader meets the outage itself and falls back
+            found = None
+    reset = _prefetched.set(found)
+    try:
+        yield
+    finally:
+        _prefetched.reset(reset)
+
+
+def get_many(keys: list[str]) -> dict[str, Any]:
+    """store().get_many, answered from `prefetched` when it read every key (once each)."""
+    ready = _prefetched.get()
+    if ready is not None and all(k in ready for k in keys):
+        values = [ready.pop(k) for k in keys]
+        return {k: v for k, v in zip(keys, values, strict=True) if v is not _MISSING}
+    return store().get_many(keys)
 
 
 def key_prefix() -> str:

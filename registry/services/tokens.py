@@ -142,7 +142,7 @@ def _remembered(key_hash: str) -> tuple[ApiToken | None, str | None]:
     if token_cache_s() <= 0:
         return None, None
     try:
-        found = status_generation.store().get_many([_token_key(key_hash), _generation_key()])
+        found = status_generation.get_many([_token_key(key_hash), _generation_key()])
         generation = status_generation.read_or_create(
             _generation_key(), found.get(_generation_key())
         )
@@ -157,6 +157,15 @@ def _remembered(key_hash: str) -> tuple[ApiToken | None, str | None]:
     token = ApiToken.from_db(DEFAULT_DB_ALIAS, _TOKEN_FIELDS, token_values)
     token.user = user
     return token, generation
+
+
+def prefetch_keys(authorization: str) -> list[str]:
+    """What authenticating this Authorization header will read first (for
+    status_generation.prefetched, so a view can fetch them with its own keys)."""
+    parts = authorization.split()
+    if token_cache_s() <= 0 or len(parts) != 2 or parts[0].lower() != "bearer":
+        return []
+    return [_token_key(_hash_token(parts[1])), _generation_key()]
 
 
 def _remember(key_hash: str, token: ApiToken, generation: str) -> None:

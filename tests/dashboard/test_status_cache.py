@@ -470,3 +470,20 @@ def test_a_body_computed_before_a_bump_is_never_served_after_it(serving, monkeyp
     again = status_cache.application_entry("home-feed", render)
     assert raced.generation != status_generation.current(app.pk)
     assert again.generation == status_generation.current(app.pk)
+
+
+def test_a_warm_hit_with_a_bearer_token_is_one_cache_round_trip(
+    token_client, viewer_user, serving, monkeypatch
+):
+    client = token_client(viewer_user, "read")
+    warm(client)
+    store = status_generation.store()
+    calls = []
+    for name in ("get", "get_many", "add", "set", "set_many"):
+        real = getattr(store, name)
+        monkeypatch.setattr(
+            store, name, lambda *a, _real=real, _n=name, **k: (calls.append(_n), _real(*a, **k))[1]
+        )
+
+    assert client.get(status_url("home-feed")).status_code == 200
+    assert calls == ["get_many"]  # token, its generation, the entry and its generation
