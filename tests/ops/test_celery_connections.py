@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 from celery.fixups.django import DjangoWorkerFixup
-from django.db import connection
+from django.db import connection, transaction
 
 from dashboard.celery import app, reuse_healthy_connections
 from tests.markers import needs_postgres
@@ -20,9 +20,9 @@ def _between_tasks() -> None:
     """What the worker runs after one task and before the next."""
     fixup = DjangoWorkerFixup(app)
     fixup.on_task_postrun(sender=TASK)
-    reuse_healthy_connections()
+    reuse_healthy_connections(sender=TASK)
     fixup.on_task_prerun(sender=TASK)
-    reuse_healthy_connections()
+    reuse_healthy_connections(sender=TASK)
 
 
 def test_a_worker_reuses_its_database_connection_for_the_next_task(settings):
@@ -48,3 +48,13 @@ def test_a_worker_drops_a_broken_connection_before_the_next_task(settings):
     _between_tasks()
 
     assert connection.connection is None
+
+
+def test_an_eager_task_leaves_its_callers_transaction_alone():
+    eager = SimpleNamespace(request=SimpleNamespace(is_eager=True))
+    with transaction.atomic():
+        first = connection.connection
+
+        reuse_healthy_connections(sender=eager)
+
+        assert connection.connection is first
