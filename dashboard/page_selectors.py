@@ -156,7 +156,7 @@ def quality_points(application_id: int, *, since: datetime) -> list[charts.Quali
     """Hourly online accuracy, conversion and bad-recommendation rate per version (1 query)."""
     rows = (
         QualityRollup.objects.filter(application_id=application_id, hour__gte=since)
-        .values("hour", "model_version__registered_model__name", "model_version__version")
+        .values_list("hour", "model_version__registered_model__name", "model_version__version")
         .annotate(
             impressions=Sum("count", filter=Q(kind="impression")),
             conversions=Sum("count", filter=Q(kind="conversion")),
@@ -168,13 +168,13 @@ def quality_points(application_id: int, *, since: datetime) -> list[charts.Quali
     )
     return [
         charts.QualityPoint(
-            hour=r["hour"],
-            version=_label(r["model_version__registered_model__name"], r["model_version__version"]),
-            accuracy=_rate(r["correct"], r["labelled"]),
-            conversion_rate=_rate(r["conversions"], r["impressions"]),
-            bad_rate=_rate(r["bad"], r["impressions"]),
+            hour=hour,
+            version=_label(model, number),
+            accuracy=_rate(correct, labelled),
+            conversion_rate=_rate(conversions, impressions),
+            bad_rate=_rate(bad, impressions),
         )
-        for r in rows
+        for hour, model, number, impressions, conversions, bad, correct, labelled in rows
     ]
 
 
