@@ -1,12 +1,14 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from feedback.models import FeedbackEvent, IngestBatch, QualityRollup
 from feedback.services import claim_batch, ingest_feedback_batch
 from registry.models import TrafficAllocation
 from tests.factories.feedback import event
+from tests.markers import needs_postgres
 
 
 def _rollup_counts():
@@ -335,11 +337,8 @@ def test_an_event_with_several_faults_counts_as_one_rejected(ingest, app_slug):
     assert {e["field"] for e in batch.errors} >= {"event_id", "occurred_at", "kind"}
 
 
+@needs_postgres
 def test_submissions_are_stored_with_lz4_where_postgresql_has_it():
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
@@ -365,11 +364,8 @@ def test_a_batch_mixing_stored_and_new_events_keeps_exactly_the_new_ones(ingest,
     assert _rollup_counts() == [("click", 5, 17.0, 77.0)]
 
 
+@needs_postgres
 def test_occurred_at_is_indexed_with_brin_on_postgresql():
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("PostgreSQL only")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
