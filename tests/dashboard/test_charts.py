@@ -73,3 +73,13 @@ def test_figure_script_writes_what_orjson_cannot_as_json_script_did():
     figure = charts.accuracy_figure([charts.OfflinePoint("v1", T0, Decimal("0.91"))], [])
 
     assert _parse(charts.figure_script(figure, "fig-x"))["data"][0]["y"] == ["0.91"]
+
+
+def test_figures_keep_the_template_a_plotly_figure_had():
+    import plotly.graph_objects as go
+
+    figure = charts.arms_figure(
+        [charts.ArmFigure("conversion_rate", "baseline", 0.1, 0.09, 0.11, 900)]
+    )
+
+    assert figure["layout"]["template"] == go.Figure().to_plotly_json()["layout"]["template"]
