@@ -251,6 +251,13 @@ class ApplicationStatusView(APIView):
 
     permission_classes = [ReadScope]
 
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
+        # the token and the status entry (with its generation) in one cache round trip
+        keys = tokens.prefetch_keys(request.META.get("HTTP_AUTHORIZATION", ""))
+        keys += status_cache.prefetch_keys(kwargs.get("slug", ""))
+        with status_generation.prefetched(keys):
+            return super().dispatch(request, *args, **kwargs)
+
     @extend_schema(
         operation_id="application_status",
         summary="What serves this application now",
@@ -268,13 +275,6 @@ class ApplicationStatusView(APIView):
             **error_responses(401, 403, 404),
         },
     )
-    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponse:
-        # the token and the status entry (with its generation) in one cache round trip
-        keys = tokens.prefetch_keys(request.META.get("HTTP_AUTHORIZATION", ""))
-        keys += status_cache.prefetch_keys(kwargs.get("slug", ""))
-        with status_generation.prefetched(keys):
-            return super().dispatch(request, *args, **kwargs)
-
     def get(self, request: Request, slug: str) -> HttpResponse:
         return entry_response(request, status_cache.application_entry(slug, _application_payload))
 
