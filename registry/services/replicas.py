@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
 from .. import status_generation
@@ -25,10 +26,11 @@ def record_heartbeat(
     started_at: datetime | None = None,
     at: datetime | None = None,
 ) -> Replica:
-    """Upsert what a replica reports, in ONE statement (no read-modify-write race).
+    """Upsert what a replica reports, in one statement after locking its stored row.
 
     Heartbeats are frequent and concurrent, so they are not audited; the replica's first
-    appearance is visible from its created_at.
+    appearance is visible from its created_at. The application's status generation moves
+    only when the heartbeat changes what the status shows (see _changes_status).
     """
     now = at or timezone.now()
     if model_version is not None and not sha256:
@@ -45,6 +47,54 @@ def record_heartbeat(
         created_at=now,
         updated_at=now,
     )
+    with transaction.atomic():
+        # the row as stored, locked until commit: concurrent heartbeats of one replica
+        # compare with each other's result, never with a state already overwritten
+        before = (
+            Replica.objects.select_for_update()
+            .filter(deployment=deployment, instance_id=instance_id)
+            .values_list("reported_sha256", "last_heartbeat_at")
+            .first()
+        )
+        _upsert(replica)
+        if _changes_status(before, replica) or _was_stale(before[1], deployment):
+            status_generation.bump([deployment.application_id])
+        else:
+            # it may still age past the timeout before this commits: a reader could cache
+            # it as stale in between, so look again once committed
+            transaction.on_commit(lambda: _bump_if_it_was_stale(before[1], deployment))
+    return replica  # pk set by INSERT ... ON CONFLICT ... RETURNING
+
+
+# Clocks of the processes that judge freshness may differ a little: count a heartbeat that
+# arrives this close to its replica's timeout as a return from staleness.
+CLOCK_MARGIN = timedelta(seconds=5)
+
+
+def _changes_status(before: tuple | None, replica: Replica) -> bool:
+    """True unless the replica was known, reported the same artifact, and the new heartbeat
+    only moves its last heartbeat forward (then the status counts do not change, unless it
+    had gone stale: see _was_stale)."""
+    if before is None:
+        return True  # a new replica: one more known
+    sha, last_beat = before
+    return (
+        sha != replica.reported_sha256 or last_beat is None or replica.last_heartbeat_at < last_beat
+    )
+
+
+def _was_stale(last_beat: datetime, deployment: Deployment) -> bool:
+    """Whether the previous heartbeat has aged past the timeout (a reader may have cached the
+    replica as stale; it reports again now)."""
+    return last_beat + deployment.heartbeat_timeout <= timezone.now() + CLOCK_MARGIN
+
+
+def _bump_if_it_was_stale(last_beat: datetime, deployment: Deployment) -> None:
+    if _was_stale(last_beat, deployment):
+        status_generation.bump([deployment.application_id])
+
+
+def _upsert(replica: Replica) -> None:
     Replica.objects.bulk_create(
         [replica],
         update_conflicts=True,
@@ -59,6 +109,3 @@ def record_heartbeat(
             "updated_at",
         ],
     )
-    # an upsert sends no signal; it may change the replica counts (new, fresh again, other sha)
-    status_generation.bump([deployment.application_id])
-    return replica  # pk set by INSERT ... ON CONFLICT ... RETURNING

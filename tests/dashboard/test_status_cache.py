@@ -173,6 +173,63 @@ def test_a_heartbeat_with_another_artifact_shows_as_mismatched(
     assert prod(get(api_client))["replicas"]["mismatched"] == 1
 
 
+def test_a_stale_replica_reporting_again_shows_at_once(api_client, serving):
+    from registry.services import record_heartbeat
+
+    app, dep, control, canary = serving
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        record_heartbeat(deployment=dep, instance_id="pod-1", model_version=control)
+    later = start + dep.heartbeat_timeout + timedelta(minutes=1)
+    with time_machine.travel(later, tick=False):
+        assert prod(warm(api_client))["replicas"]["stale"] == 1
+
+        record_heartbeat(deployment=dep, instance_id="pod-1", model_version=control)
+
+        assert prod(get(api_client))["replicas"]["reporting"] == 1
+
+
+def test_a_heartbeat_that_changes_nothing_keeps_the_cached_body(
+    api_client, serving, django_assert_num_queries
+):
+    from registry.services import record_heartbeat
+
+    app, dep, control, canary = serving
+    record_heartbeat(deployment=dep, instance_id="pod-1", model_version=control)
+    warm(api_client)
+    generation = status_generation.current(app.pk)
+
+    record_heartbeat(deployment=dep, instance_id="pod-1", model_version=control)
+
+    assert status_generation.current(app.pk) == generation
+    with django_assert_num_queries(0):
+        assert prod(get(api_client))["replicas"]["reporting"] == 1
+
+
+def test_a_heartbeat_committing_after_its_replica_went_stale_bumps(
+    serving, django_capture_on_commit_callbacks
+):
+    """Fresh when it arrived, stale by the time it committed: a reader may have cached the
+    replica as stale in between, so the commit moves the generation."""
+    from registry.services import record_heartbeat
+
+    app, dep, control, canary = serving
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        record_heartbeat(deployment=dep, instance_id="pod-1", model_version=control)
+    arrives = start + dep.heartbeat_timeout - timedelta(seconds=30)
+    with time_machine.travel(arrives, tick=False):
+        with django_capture_on_commit_callbacks() as callbacks:
+            record_heartbeat(deployment=dep, instance_id="pod-1", model_version=control)
+    generation = status_generation.current(app.pk)
+
+    with time_machine.travel(start + dep.heartbeat_timeout + timedelta(seconds=1), tick=False):
+        for callback in callbacks:
+            callback()
+
+    assert status_generation.current(app.pk) != generation
+
+
 def test_a_replica_goes_stale_when_its_heartbeat_ages_past_the_timeout(api_client, serving):
     from registry.services import record_heartbeat
 
