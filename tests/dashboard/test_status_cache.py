@@ -535,12 +535,22 @@ def test_a_warm_hit_with_a_bearer_token_is_one_cache_round_trip(
     client = token_client(viewer_user, "read")
     warm(client)
     store = status_generation.store()
-    calls = []
+    calls, depth = [], [0]
+
+    def counted(name, real):
+        def call(*args, **kwargs):
+            if not depth[0]:  # a backend's get_many may call its own get: one call still
+                calls.append(name)
+            depth[0] += 1
+            try:
+                return real(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        return call
+
     for name in ("get", "get_many", "add", "set", "set_many"):
-        real = getattr(store, name)
-        monkeypatch.setattr(
-            store, name, lambda *a, _real=real, _n=name, **k: (calls.append(_n), _real(*a, **k))[1]
-        )
+        monkeypatch.setattr(store, name, counted(name, getattr(store, name)))
 
     assert client.get(status_url("home-feed")).status_code == 200
     assert calls == ["get_many"]  # token, its generation, the entry and its generation
