@@ -446,14 +446,18 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="rebuild the fleet database")
     args = parser.parse_args()
     db_url, redis_url = bench_db_url()
-    migrate = [str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--no-input", "-v", "0"]
-    if args.fresh or not populated(db_url):
+    build = args.fresh or not populated(db_url)
+    if build:
         log(f"building the fleet in {urlsplit(db_url).path.lstrip('/')}")
         recreate_database(db_url)
-        subprocess.run(migrate, cwd=ROOT, env=server_env(db_url, redis_url, 0), check=True)
+    subprocess.run(  # also brings a reused fleet up to the migrations written since
+        [str(ROOT / ".venv/bin/python"), "manage.py", "migrate", "--no-input", "-v", "0"],
+        cwd=ROOT,
+        env=server_env(db_url, redis_url, 0),
+        check=True,
+    )
+    if build:
         populate(db_url)
-    else:  # a reused fleet gets the migrations written since it was built
-        subprocess.run(migrate, cwd=ROOT, env=server_env(db_url, redis_url, 0), check=True)
     # DEBUG off as in production: pages name their static files through the manifest
     subprocess.run(
         [str(ROOT / ".venv/bin/python"), "manage.py", "collectstatic", "--no-input", "-v", "0"],
