@@ -70,4 +70,10 @@ def test_browser_login_shows_the_fleet_table(page, live_server):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "home.png"), full_page=True)
     page.set_viewport_size({"width": 390, "height": 800})  # a phone: rows become cards
+    # Plotly redraws to the new width shortly after the resize: the picture fits the screen
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.chart .main-svg')].every("
+        "svg => svg.getBoundingClientRect().right <= document.documentElement.clientWidth)"
+    )
+    page.wait_for_timeout(1000)  # for the picture only: the Sankey animates into its new size
     page.screenshot(path=str(ARTIFACTS / "home-narrow.png"), full_page=True)
