@@ -25,6 +25,7 @@ from django.utils import timezone
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 
+from registry import status_generation
 from registry.exceptions import DomainError
 from registry.models import Application
 from registry.roles import Actor
@@ -546,4 +547,6 @@ def add_to_rollups(new_events: Sequence[Candidate]) -> int:
         rows = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(buckets))
     with connection.cursor() as cursor:
         cursor.execute(upsert.replace("{rows}", rows), params)
+    # the status endpoint's online accuracy reads the labelled buckets (after commit)
+    status_generation.bump({app_id for (app_id, _, _, _), b in ordered if b[4]})
     return len(buckets)

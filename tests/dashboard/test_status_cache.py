@@ -7,7 +7,6 @@ write path, and checks that the very next response shows it.
 
 from datetime import timedelta
 
-import pytest
 import time_machine
 from django.db import connection
 from django.urls import reverse
@@ -480,7 +479,6 @@ def test_a_labelled_feedback_rollup_shows_once_its_writer_bumps(api_client, serv
     assert prod(get(api_client))["versions"][0]["online_accuracy"] == 0.75
 
 
-@pytest.mark.xfail(strict=True, reason="until feedback ingest calls status_generation.bump")
 def test_ingested_labelled_feedback_shows_at_once(api_client, serving):
     from feedback.services.ingest import add_to_rollups
     from feedback.services.validation import Candidate
