@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import threading
-import time
 from typing import Any
 
-from django.conf import settings
-from django.db.models.signals import post_delete, post_save
-from django.utils import timezone
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -21,7 +13,7 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import mixins, status, viewsets
-from rest_framework.authentication import SessionAuthentication, get_authorization_header
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -34,7 +26,7 @@ from registry.auth import BearerTokenAuthentication
 from registry.exceptions import InvalidInput
 from registry.models import ApiToken, Application, ModelVersion
 from registry.permissions import FeedbackWrite, ScopedPermission
-from registry.roles import DEVOPS, Actor, has_role
+from registry.roles import DEVOPS, Actor
 
 from .. import selectors, services
 from ..constants import MAX_REQUEST_BYTES
@@ -166,77 +158,10 @@ def new_batch_data(batch: IngestBatch, url: str) -> dict[str, Any]:
     }
 
 
-class IngestTokenAuthentication(BearerTokenAuthentication):
-    """Bearer tokens for the ingest POST, remembered per process for INGEST_AUTH_CACHE_S
-    seconds (default 5; 0 turns it off).
-
-    A pipeline posting batch after batch then pays the token and role queries (about a
-    quarter of the request's CPU) once per few seconds instead of on every request. The
-    price: revoking a token, deactivating its user or changing their roles reaches ingest
-    in other processes within that many seconds (at once in the process that made the
-    change, and at once on every other endpoint); expiry is checked on every request.
-    """
-
-    _cache: dict[bytes, tuple[float, ApiToken]] = {}
-    _lock = threading.Lock()
-
-    @staticmethod
-    def ttl() -> float:
-        return float(os.environ.get("INGEST_AUTH_CACHE_S", "5"))
-
-    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
-        ttl = self.ttl()
-        if ttl <= 0:
-            return super().authenticate(request)
-        key = hashlib.sha256(get_authorization_header(request)).digest()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            token = hit[1]
-            if token.expires_at is None or token.expires_at > timezone.now():
-                return token.user, token
-        found = super().authenticate(request)  # raises 401 for a bad token
-        if found is not None:
-            user, token = found
-            has_role(user, DEVOPS)  # loads and keeps the user's role names with it
-            with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[key] = (time.monotonic() + ttl, token)
-        return found
-
-    @classmethod
-    def forget_all(cls) -> None:
-        with cls._lock:
-            cls._cache.clear()
-
-
-def _forget_cached_tokens(**_: Any) -> None:
-    IngestTokenAuthentication.forget_all()
-
-
-# a token or user saved or deleted here (revoked, re-scoped, deactivated) is dropped at once
-# in this process
-for _signal in (post_save, post_delete):
-    _signal.connect(_forget_cached_tokens, sender=ApiToken, dispatch_uid="ingest-token-cache")
-    _signal.connect(
-        _forget_cached_tokens, sender=settings.AUTH_USER_MODEL, dispatch_uid="ingest-user-cache"
-    )
-
-
-class IngestTokenScheme(OpenApiAuthenticationExtension):
-    """The same bearer scheme; its own name, as drf-spectacular wants one class per name."""
-
-    target_class = "feedback.api.views.IngestTokenAuthentication"
-    name = "ingestBearerAuth"
-
-    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer"}
-
-
 class FeedbackIngestView(APIView):
     """`POST /api/v1/feedback/`: one durable write, then the `ingest` queue does the rest."""
 
-    authentication_classes = [IngestTokenAuthentication, SessionAuthentication]
+    authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
     permission_classes = [FeedbackWrite]
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "ingest"
