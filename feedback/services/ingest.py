@@ -132,6 +132,8 @@ def _bound_cursor() -> Any:
     if connection.vendor != "postgresql":
         return connection.cursor()
     connection.ensure_connection()
+    # _prepare_cursor: Django's own wrapping of a driver cursor (debug logging, execute
+    # wrappers); private API, so the ingest tests count this insert among the request's queries
     return connection._prepare_cursor(psycopg.Cursor(connection.connection))
 
 
@@ -483,9 +485,10 @@ def insert_events(
 ) -> set:
     """Insert events, skipping known event_ids; return the event_ids that were new.
 
-    PostgreSQL: COPY into a session temp table, then one INSERT ... SELECT ... ON CONFLICT
-    DO NOTHING RETURNING. Elsewhere (SQLite): multi-row INSERT ... ON CONFLICT DO NOTHING
-    RETURNING in chunks. Either way the database says which rows were new.
+    PostgreSQL: one COPY into the table when every event is new, else (the primary key
+    refused one) COPY into a session temp table and INSERT ... SELECT ... ON CONFLICT DO
+    NOTHING RETURNING. Elsewhere (SQLite): multi-row INSERT ... ON CONFLICT DO NOTHING
+    RETURNING in chunks. Either way the database decides which rows are new.
     """
     if not candidates:
         return set()
