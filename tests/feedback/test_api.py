@@ -46,11 +46,15 @@ def test_post_feedback_answers_what_the_batch_endpoint_serializes(writer, app_sl
 def test_post_feedback_stores_the_batch_for_its_user_in_one_insert(
     writer, product_user, app_slug, django_assert_max_num_queries
 ):
-    with django_assert_max_num_queries(4):  # token, roles, the batch insert, last use
+    with django_assert_max_num_queries(4) as captured:  # token, roles, batch insert, last use
         response = post_json(writer, [event(app_slug)])
 
     batch = IngestBatch.objects.get(pk=response.json()["id"])
     assert (batch.created_by, batch.state, bytes(batch.raw)[:1]) == (product_user, "pending", b"[")
+    inserts = [
+        q for q in captured.captured_queries if "INSERT INTO feedback_ingestbatch" in q["sql"]
+    ]
+    assert len(inserts) == 1  # logged like any query, though sent through a bound cursor
 
 
 def test_post_feedback_reads_no_token_row_once_the_token_is_remembered(
