@@ -122,6 +122,19 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def wait_until_serving(port: int) -> None:
+    """Return once gunicorn answers /livez on `port` (about 20 s at most)."""
+    for _ in range(100):
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/livez")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("gunicorn did not come up (see var/bench-web.log)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -544,16 +557,7 @@ def main() -> None:
     web, worker = start("web", env), start("worker", env)
     sampler = RssSampler({"worker": worker.pid, "web": web.pid})
     try:
-        for _ in range(100):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/livez")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit("gunicorn did not come up (see var/bench-web.log)")
+        wait_until_serving(port)
         time.sleep(2)  # let the worker connect to the broker
         sampler.start()
         log(f"posting with {args.clients} client connections")

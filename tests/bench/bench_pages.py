@@ -47,6 +47,7 @@ from tests.bench.bench_ingest import (  # noqa: E402
     server_env,
     start,
     stop,
+    wait_until_serving,
 )
 
 APPS, MODELS, VERSIONS_PER_MODEL, REPLICAS_PER_DEPLOYMENT = 500, 2000, 10, 4
@@ -480,16 +481,7 @@ def main() -> None:
     port = free_port()
     web = start("web", server_env(db_url, redis_url, port))
     try:
-        for _ in range(100):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/livez")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit("gunicorn did not come up (see var/bench-web.log)")
+        wait_until_serving(port)
         status_path = "/api/v1/applications/app-005/status"
         bearer = {"Authorization": f"Bearer {raw}"}
         status_rps = throughput(port, status_path, bearer)
