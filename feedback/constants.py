@@ -12,6 +12,10 @@ MAX_REQUEST_BYTES = 5 * 1024 * 1024
 MAX_PAYLOAD_BYTES = 4096
 MAX_STORED_ERRORS = 1000  # per batch; `rejected` still counts every one
 MAX_ATTEMPTS = 5  # a batch that failed this often is marked failed, not retried forever
+# A worker expands up to this many stored batches (or this many bytes of them) in one
+# transaction: one COPY, one rollup upsert and one status update for the group
+GROUP_MAX_BATCHES = 16
+GROUP_MAX_BYTES = MAX_REQUEST_BYTES
 FUTURE_SKEW = timedelta(minutes=5)  # client clocks run a little fast
 LABEL_LOOKBACK = timedelta(days=14)
 INSERT_CHUNK_ROWS = 500  # 14 columns x 500 rows stays under SQLite's 32,766 parameters
@@ -43,6 +47,12 @@ def ingest_queue() -> str:
 def claim_timeout() -> timedelta:
     """A claim older than the task time limit belongs to a worker that is gone."""
     return timedelta(seconds=getattr(settings, "CELERY_TASK_TIME_LIMIT", 100) + 5)
+
+
+def drain_budget_s() -> float:
+    """How long one ingest task keeps taking groups before it hands over to a fresh message:
+    well inside the task time limit, so a hard kill never cuts a group short."""
+    return max(1.0, min(20.0, getattr(settings, "CELERY_TASK_TIME_LIMIT", 100) / 4))
 
 
 def requeue_after() -> timedelta:

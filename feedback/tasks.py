@@ -9,9 +9,11 @@ from . import services
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
-def ingest_feedback_batch_task(batch_id: int) -> int:
-    """Expand one stored batch into events and rollups (idempotent; routed to `ingest`)."""
-    return services.ingest_feedback_batch(batch_id=batch_id)
+def ingest_feedback_batch_task(batch_id: int | None = None) -> int:
+    """Expand every open batch into events and rollups, a group at a time (idempotent; routed
+    to `ingest`). `batch_id` is accepted from messages of earlier versions; that batch is
+    open, so it is among those expanded."""
+    return services.drain_open_batches()
 
 
 @shared_task

@@ -7,9 +7,12 @@ from .ingest import (
     IdempotencyConflict,
     add_to_rollups,
     claim_batch,
+    claim_batches,
+    drain_open_batches,
     enqueue_batch,
     ingest_feedback_batch,
     insert_events,
+    schedule_drain,
     submit_batch,
 )
 from .maintenance import purge_old_events, requeue_stale_batches
@@ -23,6 +26,8 @@ __all__ = [
     "acknowledge_report",
     "add_to_rollups",
     "claim_batch",
+    "claim_batches",
+    "drain_open_batches",
     "enqueue_batch",
     "file_report",
     "ingest_feedback_batch",
@@ -32,6 +37,7 @@ __all__ = [
     "purge_old_events",
     "requeue_stale_batches",
     "resolve_report",
+    "schedule_drain",
     "serving_version",
     "submit_batch",
 ]

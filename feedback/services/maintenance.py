@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from ..constants import MAX_ATTEMPTS, claim_timeout, requeue_after, retention
 from ..models import FeedbackEvent, IngestBatch
-from .ingest import enqueue_batch
+from .ingest import schedule_drain
 
 log = logging.getLogger(__name__)
 State = IngestBatch.State
@@ -18,11 +18,14 @@ State = IngestBatch.State
 def requeue_stale_batches(
     *, now: datetime | None = None, pending_for: timedelta | None = None, limit: int = 500
 ) -> list[int]:
-    """Send again every batch whose message may be lost; fail those out of attempts.
+    """Wake the ingest queue for every batch whose message may be lost; fail those out of
+    attempts; return the ids of the batches waiting.
 
     The broker is not the source of truth: a batch still pending in the database after
-    `pending_for` (or processing under a claim older than the task time limit) is re-sent.
-    A duplicate message is harmless, since claiming and inserting are idempotent.
+    `pending_for` (or processing under a claim older than the task time limit) makes the
+    sweeper send an ingest task, whatever the wake-up flag says (the lost message may have
+    left it up). One task expands every open batch; a duplicate message is harmless, since
+    claiming and inserting are idempotent.
     """
     now = now or timezone.now()
     stale = IngestBatch.objects.stale(
@@ -34,8 +37,8 @@ def requeue_stale_batches(
     if exhausted:
         log.warning("marked %d ingest batches failed after %d attempts", exhausted, MAX_ATTEMPTS)
     ids = list(stale.order_by("created_at").values_list("pk", flat=True)[:limit])
-    for batch_id in ids:
-        enqueue_batch(batch_id)
+    if ids:
+        schedule_drain(force=True)
     return ids
 
 

@@ -10,12 +10,15 @@ from tests.factories.feedback import event
 
 @pytest.fixture
 def sent(monkeypatch):
-    ids = []
-    monkeypatch.setattr("feedback.services.maintenance.enqueue_batch", ids.append)
-    return ids
+    """The wake-ups the sweeper sends (each with force: a lost message may leave the flag)."""
+    calls = []
+    monkeypatch.setattr(
+        "feedback.services.maintenance.schedule_drain", lambda **kw: calls.append(kw)
+    )
+    return calls
 
 
-def test_requeue_stale_batches_resends_old_pending_and_dead_claims(ingest_batch_factory, sent):
+def test_requeue_stale_batches_finds_old_pending_and_dead_claims(ingest_batch_factory, sent):
     long_ago = timezone.now() - timedelta(hours=1)
     old_pending = ingest_batch_factory(created_at=long_ago)
     dead_claim = ingest_batch_factory(state="processing", claimed_at=long_ago, attempts=1)
@@ -23,9 +26,17 @@ def test_requeue_stale_batches_resends_old_pending_and_dead_claims(ingest_batch_
     ingest_batch_factory(state="processing", claimed_at=timezone.now(), attempts=1)
     ingest_batch_factory(state="done", created_at=long_ago)
 
-    requeue_stale_batches()
+    found = requeue_stale_batches()
 
-    assert sorted(sent) == sorted([old_pending.pk, dead_claim.pk])
+    assert sorted(found) == sorted([old_pending.pk, dead_claim.pk])
+    assert sent == [{"force": True}]  # one task expands every open batch
+
+
+def test_requeue_stale_batches_sends_nothing_when_nothing_is_stale(ingest_batch_factory, sent):
+    ingest_batch_factory()
+
+    assert requeue_stale_batches() == []
+    assert sent == []
 
 
 def test_requeue_stale_batches_fails_a_batch_out_of_attempts(ingest_batch_factory, sent):

@@ -137,7 +137,7 @@ def test_worker_killed_mid_batch_then_restarted_loses_and_doubles_nothing(worker
     assert _wait_until(_all_done, timeout=90, step=0.5), list(
         IngestBatch.objects.values_list("id", "state", "attempts")
     )
-    assert in_flight == 1
+    assert in_flight >= 1  # the task claimed a group: one or more batches
     assert IngestBatch.objects.filter(pk__in=ids, attempts__gte=2).exists()
     _assert_totals_exact(4 * 3000)
 
@@ -145,7 +145,7 @@ def test_worker_killed_mid_batch_then_restarted_loses_and_doubles_nothing(worker
 def test_queue_lost_in_redis_is_recovered_by_the_sweeper(worker, queue, app_slug, settings):
     _submit(app_slug, batches=3, size=500)
     client = redis.Redis.from_url(settings.REDIS_URL)
-    assert client.llen(queue) == 3
+    assert client.llen(queue) == 1  # one wake-up for the three: each task expands all
     for key in client.scan_iter(f"{queue}*"):  # Redis restarted empty: every message is gone
         client.delete(key)
     worker.start()
