@@ -20,11 +20,17 @@ def has_role(user: Any, role: str) -> bool:
         return False
     if user.is_superuser:
         return True
+    return role in role_names(user)
+
+
+def role_names(user: Any) -> set[str]:
+    """The names of the user's groups: read once per user object (a remembered API token
+    brings them along, registry.services.tokens)."""
     names = getattr(user, "_role_names", None)
     if names is None:
         names = set(user.groups.values_list("name", flat=True))
         user._role_names = names
-    return role in names
+    return names
 
 
 def is_devops(user: Any) -> bool:

@@ -11,8 +11,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import DEFAULT_DB_ALIAS, transaction
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.utils import timezone
 
 from .. import status_generation
@@ -20,7 +21,7 @@ from ..exceptions import InvalidInput
 from ..models import (
     ApiToken,
 )
-from ..roles import Actor
+from ..roles import Actor, role_names
 from .audit import record_audit_event
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,9 @@ def authenticate_token(raw: str) -> ApiToken | None:
 # commit (registry.status_generation: a generation read before the database, so a lookup
 # racing a revocation can only store what the new generation orphans). Expiry is checked
 # on every request. The user is kept without its password hash, and rebuilt with that
-# field deferred: saving it can never blank the password. Roles are never remembered.
+# field deferred: saving it can never blank the password. The user's roles (group names)
+# are kept too: adding or removing a user's group, or renaming or deleting a group, replaces
+# the generation like any other change.
 
 _TOKEN_FIELDS = [f.attname for f in ApiToken._meta.concrete_fields]
 
@@ -130,11 +133,11 @@ def token_cache_s() -> int:
 
 
 def _generation_key() -> str:
-    return f"{status_generation.key_prefix()}:tokens:v1:gen"
+    return f"{status_generation.key_prefix()}:tokens:v2:gen"
 
 
 def _token_key(key_hash: str) -> str:
-    return f"{status_generation.key_prefix()}:tokens:v1:{key_hash}"
+    return f"{status_generation.key_prefix()}:tokens:v2:{key_hash}"
 
 
 def _remembered(key_hash: str) -> tuple[ApiToken | None, str | None]:
@@ -152,8 +155,9 @@ def _remembered(key_hash: str) -> tuple[ApiToken | None, str | None]:
     entry = found.get(_token_key(key_hash))
     if entry is None or entry[0] != generation:
         return None, generation
-    _, token_values, user_values = entry
+    _, token_values, user_values, role_names = entry
     user = get_user_model().from_db(DEFAULT_DB_ALIAS, _user_fields(), user_values)
+    user._role_names = set(role_names)  # what roles.has_role would otherwise query
     token = ApiToken.from_db(DEFAULT_DB_ALIAS, _TOKEN_FIELDS, token_values)
     token.user = user
     return token, generation
@@ -173,6 +177,7 @@ def _remember(key_hash: str, token: ApiToken, generation: str) -> None:
         generation,
         tuple(getattr(token, f) for f in _TOKEN_FIELDS),
         tuple(getattr(token.user, f) for f in _user_fields()),
+        tuple(sorted(role_names(token.user))),
     )
     try:
         status_generation.store().set(_token_key(key_hash), entry, timeout=token_cache_s())
@@ -187,14 +192,26 @@ def forget_remembered_tokens(*_: Any, update_fields: Any = None, **__: Any) -> N
     status_generation.bump_keys([_generation_key()])
 
 
+def _forget_on_membership_change(*_: Any, action: str = "", **__: Any) -> None:
+    """Receiver (m2m_changed of User.groups, from either side): a role was given or taken."""
+    if action in ("post_add", "post_remove", "post_clear"):
+        status_generation.bump_keys([_generation_key()])
+
+
 def connect_token_cache() -> None:
-    """Wire the receivers (RegistryConfig.ready): every process that can change a token or
-    a user must drop remembered ones, the admin's included."""
+    """Wire the receivers (RegistryConfig.ready): every process that can change a token, a
+    user or a user's roles must drop remembered ones, the admin's included."""
     for signal in (post_save, post_delete):
-        for model in (ApiToken, get_user_model()):
+        for model in (ApiToken, get_user_model(), Group):
             signal.connect(
                 forget_remembered_tokens,
                 sender=model,
                 dispatch_uid=f"token-cache-{signal is post_save}-{model._meta.label_lower}",
                 weak=False,
             )
+    m2m_changed.connect(
+        _forget_on_membership_change,
+        sender=get_user_model().groups.through,
+        dispatch_uid="token-cache-user-groups",
+        weak=False,
+    )

@@ -4,12 +4,13 @@ revocation, deactivation or a change of scopes."""
 from datetime import timedelta
 
 import time_machine
+from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from registry.models import ApiToken
-from registry.roles import Actor
+from registry.roles import Actor, has_role
 from registry.services import authenticate_token, create_api_token, revoke_api_token
 
 URL = reverse("registry-api:application-list")
@@ -127,3 +128,51 @@ def test_without_the_cache_every_check_reads_the_token(
 
     with django_assert_num_queries(1):
         authenticate_token(raw)
+
+
+def test_a_remembered_token_brings_its_users_roles(viewer_user, django_assert_num_queries):
+    _, raw = new_token(viewer_user)
+    authenticate_token(raw)
+
+    with django_assert_num_queries(0):
+        user = authenticate_token(raw).user
+        assert has_role(user, "viewer")
+        assert not has_role(user, "devops")
+
+
+def test_giving_a_role_applies_at_once(viewer_user):
+    _, raw = new_token(viewer_user)
+    assert not has_role(authenticate_token(raw).user, "devops")
+
+    viewer_user.groups.add(Group.objects.get_or_create(name="devops")[0])
+
+    assert has_role(authenticate_token(raw).user, "devops")
+
+
+def test_taking_a_role_from_the_groups_side_applies_at_once(viewer_user):
+    _, raw = new_token(viewer_user)
+    assert has_role(authenticate_token(raw).user, "viewer")
+
+    Group.objects.get(name="viewer").user_set.remove(viewer_user)
+
+    assert not has_role(authenticate_token(raw).user, "viewer")
+
+
+def test_deleting_a_group_applies_at_once(viewer_user):
+    _, raw = new_token(viewer_user)
+    assert has_role(authenticate_token(raw).user, "viewer")
+
+    Group.objects.get(name="viewer").delete()
+
+    assert not has_role(authenticate_token(raw).user, "viewer")
+
+
+def test_a_token_user_made_devops_may_write_on_the_next_request(viewer_user):
+    _, raw = new_token(viewer_user, "read", "registry:write")
+    client = bearer(raw)
+    body = {"slug": "fresh-app", "name": "Fresh", "team": "t", "max_model_age": "P1D"}
+    assert client.post(URL, body, format="json").status_code == 403
+
+    viewer_user.groups.add(Group.objects.get_or_create(name="devops")[0])
+
+    assert client.post(URL, body, format="json").status_code == 201
