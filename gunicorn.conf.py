@@ -40,3 +40,12 @@ def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker):  # noqa: ARG001 - gunicorn's hook signature
+    """Django is loaded: move its objects out of the cycle collector's sight (gc.freeze), so
+    collections triggered by a request's garbage stop walking the whole application
+    (tests/bench/bench_ingest.py --profile: 0.2-0.4 ms less CPU per ingest request)."""
+    import gc
+
+    gc.freeze()

@@ -1,5 +1,6 @@
 """The Celery app: configured from Django settings (CELERY_*), tasks found in <app>/tasks.py."""
 
+import gc
 import os
 from typing import Any
 
@@ -11,6 +12,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 app = Celery("dashboard", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.worker_process_init.connect(weak=False, dispatch_uid="dashboard.celery.gc_freeze")
+def freeze_loaded_objects(**kwargs: Any) -> None:
+    """A pool process is ready: move what is loaded out of the cycle collector's sight
+    (gc.freeze), so collections during a task walk only the task's own objects."""
+    gc.freeze()
 
 
 @signals.task_prerun.connect(weak=False, dispatch_uid="dashboard.celery.db_prerun")
