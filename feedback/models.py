@@ -116,6 +116,12 @@ class IngestBatch(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     idempotency_key = models.CharField(max_length=255, blank=True)
+    request_id = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="X-Request-ID of the submission; the worker logs the batch's expansion "
+        "under it, though one task expands many batches.",
+    )
     created_at = models.DateTimeField(db_index=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -36,6 +36,7 @@ def upload(request: HttpRequest) -> HttpResponse:
                 actor=Actor.of(request.user), raw=file.raw, fmt=file.format,
                 source=IngestBatch.Source.UPLOAD, filename=file.name,
                 default_application=form.cleaned_data["application"],
+                request_id=getattr(request, "request_id", ""),
             )  # fmt: skip
             return redirect("feedback:batch-detail", pk=batch.pk)
     else:

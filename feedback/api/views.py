@@ -228,6 +228,7 @@ class FeedbackIngestView(APIView):
             filename=filename,
             default_application=app,
             idempotency_key=request.headers.get("Idempotency-Key", "")[:255],
+            request_id=getattr(request, "request_id", ""),
         )
         return batch_response(batch, created=created)
 

@@ -68,6 +68,7 @@ def submit_batch(
     fmt: str = IngestBatch.Format.JSON,
     source: str = IngestBatch.Source.API,
     idempotency_key: str = "",
+    request_id: str = "",
     filename: str = "",
     default_application: Application | None = None,
     feedback_source: FeedbackSource | None = None,
@@ -95,6 +96,7 @@ def submit_batch(
         feedback_source=feedback_source,
         created_by=user,
         idempotency_key=idempotency_key,
+        request_id=request_id[:128],
         created_at=timezone.now(),
     )
     if not idempotency_key:
@@ -328,7 +330,7 @@ def _expand_claimed(ids: list[int], claimed_at: datetime) -> int:
     cannot be expanded costs the others nothing (each failure counts against its own batch)."""
     try:
         with _cycle_collector_paused():
-            return _expand_group(ids, claimed_at)
+            return _log_done(_expand_group(ids, claimed_at))
     except Exception as exc:
         if len(ids) == 1:
             _give_back(ids[0], claimed_at, exc)
@@ -337,13 +339,25 @@ def _expand_claimed(ids: list[int], claimed_at: datetime) -> int:
     inserted, first_error = 0, None
     for batch_id in ids:
         try:
-            inserted += _expand_group([batch_id], claimed_at)
+            inserted += _log_done(_expand_group([batch_id], claimed_at))
         except Exception as exc:
             _give_back(batch_id, claimed_at, exc)
             first_error = first_error or exc
     if first_error is not None:
         raise first_error
     return inserted
+
+
+def _log_done(done: list[_Done]) -> int:
+    """One line per batch, under the request id of its submission (one task expands the
+    batches of many requests; grep a request's id to find what became of it)."""
+    for d in done:
+        log.info(
+            "ingest batch %s expanded: %s accepted, %s duplicate, %s rejected",
+            d.batch_id, d.accepted, d.duplicate, d.rejected,
+            extra={"request_id": d.request_id, "batch_id": d.batch_id},
+        )  # fmt: skip
+    return sum(d.accepted for d in done)
 
 
 def _give_back(batch_id: int, claimed_at: datetime, exc: Exception) -> None:
@@ -359,8 +373,9 @@ def _give_back(batch_id: int, claimed_at: datetime, exc: Exception) -> None:
 _BATCH = "feedback_ingestbatch"
 
 
-def _lock_claims(ids: list[int], claimed_at: datetime) -> list[tuple[int, bytes, str, str]]:
-    """Lock our claims and read (id, raw, format, default application slug) of each, by id.
+def _lock_claims(ids: list[int], claimed_at: datetime) -> list[tuple[int, bytes, str, str, str]]:
+    """Lock our claims and read (id, raw, format, default application slug, request id) of
+    each, by id.
 
     A batch is missing when its claim went stale and another worker took over: it owns it.
     """
@@ -371,7 +386,10 @@ def _lock_claims(ids: list[int], claimed_at: datetime) -> list[tuple[int, bytes,
             .filter(pk__in=ids, state=State.PROCESSING, claimed_at=claimed_at)
             .order_by("pk")
         )
-        return [(b.pk, bytes(b.raw), b.format, _slug(b.default_application)) for b in batches]
+        return [
+            (b.pk, bytes(b.raw), b.format, _slug(b.default_application), b.request_id)
+            for b in batches
+        ]
     with connection.cursor() as cursor:
         # set_config: this transaction commits without waiting for the WAL flush, set in the
         # same round trip as the lock. Safe for the worker's idempotent writes only: if the
@@ -380,13 +398,13 @@ def _lock_claims(ids: list[int], claimed_at: datetime) -> list[tuple[int, bytes,
         # again. The web's batch insert, which a 202 promises is durable, never does this.
         cursor.execute(
             "SELECT set_config('synchronous_commit', 'off', true), b.id, b.raw, b.format, "
-            f"coalesce(a.slug, '') FROM {_BATCH} b LEFT JOIN registry_application a "
+            f"coalesce(a.slug, ''), b.request_id FROM {_BATCH} b LEFT JOIN registry_application a "
             "ON a.id = b.default_application_id "
             "WHERE b.id = ANY(%s) AND b.state = %s AND b.claimed_at = %s "
             "ORDER BY b.id FOR UPDATE OF b",
             [ids, State.PROCESSING, claimed_at],
         )
-        return [(row[1], bytes(row[2]), row[3], row[4]) for row in cursor.fetchall()]
+        return [(row[1], bytes(row[2]), row[3], row[4], row[5]) for row in cursor.fetchall()]
 
 
 def _slug(application: Application | None) -> str:
@@ -396,12 +414,26 @@ def _slug(application: Application | None) -> str:
 @dataclass
 class _Outcome:
     batch_id: int
+    request_id: str
     checked: Checked
     fresh: list[Candidate]
 
 
+@dataclass(frozen=True)
+class _Done:
+    """What _mark_done writes for one batch."""
+
+    batch_id: int
+    request_id: str
+    total: int
+    accepted: int
+    duplicate: int
+    rejected: int
+    errors: list
+
+
 @transaction.atomic
-def _expand_group(ids: list[int], claimed_at: datetime) -> int:
+def _expand_group(ids: list[int], claimed_at: datetime) -> list[_Done]:
     """Validate every batch of the group, insert the new events with one COPY, add them to
     the rollups with one upsert and mark each batch done with its own counts: one transaction.
 
@@ -413,7 +445,7 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> int:
     outcomes: list[_Outcome] = []
     fresh_all: list[Candidate] = []
     batch_ids: list[int] = []
-    for batch_id, raw, fmt, default_app in _lock_claims(ids, claimed_at):
+    for batch_id, raw, fmt, default_app, request_id in _lock_claims(ids, claimed_at):
         checked = check_and_resolve(decode_events(raw, fmt), now=now, default_app=default_app)
         del raw
         fresh = []
@@ -421,7 +453,7 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> int:
             if c.event_id not in seen:
                 seen.add(c.event_id)
                 fresh.append(c)
-        outcomes.append(_Outcome(batch_id, checked, fresh))
+        outcomes.append(_Outcome(batch_id, request_id, checked, fresh))
         fresh_all += fresh
         batch_ids += [batch_id] * len(fresh)
     inserted = _insert_events(fresh_all, batch_ids, received_at=now)
@@ -438,24 +470,27 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> int:
         rejected = len({e.index for e in errors})  # an event may break several rules
         candidates = len(o.checked.candidates)
         done.append(
-            (o.batch_id, candidates + rejected, accepted, candidates - accepted, rejected,
-             [e.as_dict() for e in errors[:MAX_STORED_ERRORS]])
+            _Done(o.batch_id, o.request_id, candidates + rejected, accepted,
+                  candidates - accepted, rejected,
+                  [e.as_dict() for e in errors[:MAX_STORED_ERRORS]])
         )  # fmt: skip
     _mark_done(done)
-    return len(new)
+    return done
 
 
-def _mark_done(done: list[tuple[int, int, int, int, int, list]]) -> None:
-    """Each batch's outcome: (id, total, accepted, duplicate, rejected, stored errors)."""
+def _mark_done(done: list[_Done]) -> None:
     finished = timezone.now()
     if connection.vendor != "postgresql":
-        for batch_id, total, accepted, duplicate, rejected, errors in done:
-            IngestBatch.objects.filter(pk=batch_id).update(
-                state=State.DONE, finished_at=finished, errors=errors, last_error="",
-                total=total, accepted=accepted, duplicate=duplicate, rejected=rejected,
+        for d in done:
+            IngestBatch.objects.filter(pk=d.batch_id).update(
+                state=State.DONE, finished_at=finished, errors=d.errors, last_error="",
+                total=d.total, accepted=d.accepted, duplicate=d.duplicate, rejected=d.rejected,
             )  # fmt: skip
         return
-    columns = list(zip(*done, strict=True))
+    columns = [
+        [getattr(d, name) for d in done]
+        for name in ("batch_id", "total", "accepted", "duplicate", "rejected", "errors")
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {_BATCH} b SET state = %s, finished_at = %s, total = v.total, "

@@ -110,6 +110,12 @@ def test_post_feedback_enqueues_the_batch_after_commit(
     assert sent == [IngestBatch.objects.get().pk]
 
 
+def test_post_feedback_keeps_the_request_id_for_the_workers_log(writer, app_slug):
+    post_json(writer, [event(app_slug)], HTTP_X_REQUEST_ID="pipeline-run-42")
+
+    assert IngestBatch.objects.get().request_id == "pipeline-run-42"
+
+
 def test_batch_status_shows_counts_and_errors_once_done(writer, app_slug):
     response = post_json(writer, [event(app_slug), {**event(app_slug), "kind": "nope"}])
     ingest_feedback_batch(batch_id=response.json()["id"])

@@ -34,6 +34,7 @@ def test_upload_stores_a_batch_and_redirects_to_its_page(product_client, app_slu
     assert response.status_code == 302
     assert response["Location"] == reverse("feedback:batch-detail", args=[batch.pk])
     assert (batch.source, batch.format, batch.filename) == ("upload", "csv", "events.csv")
+    assert batch.request_id == response["X-Request-ID"]  # the worker logs under it
 
 
 def test_upload_refuses_a_file_that_is_not_csv_or_jsonl(product_client):

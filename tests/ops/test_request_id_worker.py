@@ -57,3 +57,34 @@ def test_an_upload_and_its_ingest_task_share_one_request_id(
     assert done, log.read_text()[-2000:]
     assert done[0]["request_id"] == "upload-7f3a"
     assert response["X-Request-ID"] == "upload-7f3a"
+
+
+def test_batches_expanded_by_one_task_are_logged_under_their_own_request_ids(
+    queue,  # noqa: F811
+    token_client,
+    devops_user,
+    traffic_allocation_factory,
+    tmp_path,
+):
+    slug = traffic_allocation_factory().deployment.application.slug
+    client = token_client(devops_user, "feedback:write")
+    ids = {}
+    for rid in ("upload-a1", "upload-b2"):  # both wait for one worker task
+        response = client.post(
+            "/api/v1/feedback/", [event(slug)], format="json", HTTP_X_REQUEST_ID=rid
+        )
+        ids[response.json()["id"]] = rid
+    log = tmp_path / "worker.log"
+    worker = LoggingWorker(queue)
+    worker.start_logging(log)
+    try:
+        deadline = time.monotonic() + 60
+        expanded: list[dict] = []
+        while time.monotonic() < deadline and len(expanded) < 2:
+            lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+            expanded = [x for x in lines if "expanded" in x["message"]]
+            time.sleep(0.2)
+    finally:
+        worker.stop()
+
+    assert {x["batch_id"]: x["request_id"] for x in expanded} == ids, log.read_text()[-2000:]
