@@ -141,76 +141,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# --- Memory ---
+# --- Memory and CPU (one sampler: it must not load the machine it measures) ---
 
 
-def _tree(root: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    found, frontier = [root], [root]
-    while frontier:
-        pid = frontier.pop()
-        kids = [p for p, pp in parents.items() if pp == pid]
-        found += kids
-        frontier += kids
-    return found
+def _stat(pid: int | str) -> tuple[str, int, float] | None:
+    """(command name, parent pid, CPU seconds used so far) of a live process, else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            head, tail = f.read().rsplit(")", 1)
+        fields = tail.split()
+        return head.split("(", 1)[1], int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_s(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    found = _stat(pid)
+    return found[2] if found else 0.0
 
 
-def cpu_per_process() -> dict[int, tuple[str, float]]:
-    """{pid: (command name, CPU seconds used so far)} for every live process."""
-    found: dict[int, tuple[str, float]] = {}
-    tick = os.sysconf("SC_CLK_TCK")
+def cpu_per_process() -> dict[int, tuple[str, int, float]]:
+    """{pid: (command name, parent pid, CPU seconds used so far)} for every live process."""
+    found = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    head, tail = f.read().rsplit(")", 1)
-            except OSError:
-                continue
-            fields = tail.split()
-            found[int(entry)] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / tick)
+        if entry.isdigit() and (stat := _stat(entry)) is not None:
+            found[int(entry)] = stat
     return found
 
 
-class CpuByCommand(threading.Thread):
-    """CPU seconds every process of the machine used while the clock ran, by command name.
-
-    Sampled every 0.2 s, so short-lived processes (a connection's PostgreSQL backend, a
-    test run nearby) count for what they used while seen; processes born during the run
-    count from zero.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.start_values = {pid: used for pid, (_, used) in cpu_per_process().items()}
-        self.last: dict[int, tuple[str, float]] = {}
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            self.last.update(cpu_per_process())
-            self.done.wait(0.2)
-
-    def totals(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for pid, (name, used) in self.last.items():
-            out[name] = out.get(name, 0.0) + used - self.start_values.get(pid, 0.0)
-        return out
+def _tree(root: int, processes: dict[int, tuple[str, int, float]]) -> list[int]:
+    found, frontier = [root], [root]
+    while frontier:
+        pid = frontier.pop()
+        kids = [p for p, (_, parent, _) in processes.items() if parent == pid]
+        found += kids
+        frontier += kids
+    return found
 
 
 def machine_busy_s() -> float:
@@ -218,7 +187,7 @@ def machine_busy_s() -> float:
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - idle) / _TICK
 
 
 def _rss_kb(pid: int) -> int:
@@ -232,8 +201,16 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-class RssSampler(threading.Thread):
-    """Peak RSS of the largest process, and of the sum, of each process group."""
+class Sampler(threading.Thread):
+    """While the clock runs: peak RSS of the largest process, and of the sum, of each group
+    (web, worker), their CPU, and the CPU of every process of the machine by command name.
+
+    The groups' few processes are read every 0.25 s; the whole of /proc (a few hundred
+    files) once a second, which finds the groups' children and the processes born during
+    the run (a connection's PostgreSQL backend counts for what it used while seen, from
+    zero). Two samplers scanning /proc 13 times a second used to cost the client ~0.5
+    CPU-seconds per run, CPU the system under test was then short of.
+    """
 
     def __init__(self, groups: dict[str, int]) -> None:
         super().__init__(daemon=True)
@@ -241,13 +218,29 @@ class RssSampler(threading.Thread):
         self.peak_one = dict.fromkeys(groups, 0)
         self.peak_sum = dict.fromkeys(groups, 0)
         self.cpu: dict[str, dict[int, float]] = {name: {} for name in groups}
-        self.cpu_base: dict[int, float] = {}  # CPU spent before the clock started (imports)
+        self.cpu_base: dict[int, float] = {}  # CPU a group's process spent before (imports)
+        self.start_values: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.members: dict[str, list[int]] = {name: [root] for name, root in groups.items()}
         self.done = threading.Event()
 
+    def begin(self) -> None:
+        """Start counting CPU by command from now (the sampler itself may run earlier)."""
+        self.start_values = {pid: used for pid, (_, _, used) in cpu_per_process().items()}
+        self.last = {}
+
+    def scan(self) -> None:
+        processes = cpu_per_process()
+        self.last.update({pid: (name, used) for pid, (name, _, used) in processes.items()})
+        self.members = {name: _tree(root, processes) for name, root in self.groups.items()}
+
     def run(self) -> None:
+        next_scan = 0.0
         while not self.done.is_set():
-            for name, root in self.groups.items():
-                pids = _tree(root)
+            if time.monotonic() >= next_scan:
+                self.scan()
+                next_scan = time.monotonic() + 1.0
+            for name, pids in self.members.items():
                 sizes = [_rss_kb(p) for p in pids]
                 for p in pids:
                     used = _cpu_s(p)
@@ -256,6 +249,12 @@ class RssSampler(threading.Thread):
                 self.peak_one[name] = max(self.peak_one[name], max(sizes, default=0))
                 self.peak_sum[name] = max(self.peak_sum[name], sum(sizes))
             self.done.wait(0.25)
+
+    def by_command(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for pid, (name, used) in self.last.items():
+            out[name] = out.get(name, 0.0) + used - self.start_values.get(pid, 0.0)
+        return out
 
 
 # --- Data ---
@@ -566,15 +565,15 @@ def main() -> None:
     log(f"generating {args.events:,} events in requests of {args.per_request:,}")
     bodies = make_bodies(args.events, args.per_request, app)
     web, worker = start("web", env), start("worker", env)
-    sampler = RssSampler({"worker": worker.pid, "web": web.pid})
+    sampler = Sampler({"worker": worker.pid, "web": web.pid})
     try:
         wait_until_serving(port)
         time.sleep(2)  # let the worker connect to the broker
         sampler.start()
         checkpoint(db_url)
         log(f"posting with {args.clients} client connections")
-        busy, by_command, client_cpu = machine_busy_s(), CpuByCommand(), time.process_time()
-        by_command.start()
+        busy, client_cpu = machine_busy_s(), time.process_time()
+        sampler.begin()
         started = time.perf_counter()
         failures = post_all(port, token, bodies, args.clients)
         posted = time.perf_counter() - started
@@ -584,9 +583,8 @@ def main() -> None:
         finished, accepted = wait_for_batches(db_url, len(bodies), timeout=1800)
         elapsed = time.perf_counter() - started
         busy = machine_busy_s() - busy
-        by_command.done.set()
-        client_cpu = time.process_time() - client_cpu  # posting, polling and the samplers
-        by_command.last.update(cpu_per_process())
+        client_cpu = time.process_time() - client_cpu  # posting, polling and the sampler
+        sampler.scan()
     finally:
         sampler.done.set()
         stop(web)
@@ -605,7 +603,7 @@ def main() -> None:
         f"{busy:.1f} of {elapsed * (os.cpu_count() or 1):.1f} available (postgres, client and "
         "anything else running count there)"
     )
-    per_command = by_command.totals()
+    per_command = sampler.by_command()
     top = sorted(per_command.items(), key=lambda item: -item[1])[:8]
     log(
         f"cpu seconds by command ({sum(per_command.values()):.1f} seen): "
