@@ -447,7 +447,6 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> list[_Done]:
     batch_ids: list[int] = []
     for batch_id, raw, fmt, default_app, request_id in _lock_claims(ids, claimed_at):
         checked = check_and_resolve(decode_events(raw, fmt), now=now, default_app=default_app)
-        del raw
         fresh = []
         for c in checked.candidates:
             if c.event_id not in seen:
