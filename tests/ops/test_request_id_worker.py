@@ -27,6 +27,18 @@ class LoggingWorker(Worker):
         )  # fmt: skip
 
 
+def _wait_for_lines(log, text: str, *, count: int, timeout: float = 60) -> list[dict]:
+    """The worker's JSON log lines whose message contains `text`, once there are `count`
+    of them (or whatever there is after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+        found = [x for x in lines if text in x["message"]]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def test_an_upload_and_its_ingest_task_share_one_request_id(
     queue,  # noqa: F811
     token_client,
@@ -43,17 +55,10 @@ def test_an_upload_and_its_ingest_task_share_one_request_id(
             "/api/v1/feedback/", [event(slug)], format="json", HTTP_X_REQUEST_ID="upload-7f3a"
         )
         assert response.status_code == 202
-        deadline = time.monotonic() + 60
-        lines: list[dict] = []
-        while time.monotonic() < deadline:
-            lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
-            if any("succeeded" in x["message"] for x in lines):
-                break
-            time.sleep(0.2)
+        done = _wait_for_lines(log, "succeeded", count=1)
     finally:
         worker.stop()
 
-    done = [x for x in lines if "succeeded" in x["message"]]
     assert done, log.read_text()[-2000:]
     assert done[0]["request_id"] == "upload-7f3a"
     assert response["X-Request-ID"] == "upload-7f3a"
@@ -78,12 +83,7 @@ def test_batches_expanded_by_one_task_are_logged_under_their_own_request_ids(
     worker = LoggingWorker(queue)
     worker.start_logging(log)
     try:
-        deadline = time.monotonic() + 60
-        expanded: list[dict] = []
-        while time.monotonic() < deadline and len(expanded) < 2:
-            lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
-            expanded = [x for x in lines if "expanded" in x["message"]]
-            time.sleep(0.2)
+        expanded = _wait_for_lines(log, "expanded", count=2)
     finally:
         worker.stop()
 
