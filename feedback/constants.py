@@ -51,8 +51,10 @@ def claim_timeout() -> timedelta:
 
 def drain_budget_s() -> float:
     """How long one ingest task keeps taking groups before it hands over to a fresh message:
-    well inside the task time limit, so a hard kill never cuts a group short."""
-    return max(1.0, min(20.0, getattr(settings, "CELERY_TASK_TIME_LIMIT", 100) / 4))
+    well inside the task time limit, so a hard kill never cuts a group short, and short
+    enough that probe and default tasks sharing a worker (the Procfile's one worker) wait
+    seconds, not minutes, behind a busy ingest stream. A hand-over costs one message."""
+    return max(1.0, min(5.0, getattr(settings, "CELERY_TASK_TIME_LIMIT", 100) / 4))
 
 
 def requeue_after() -> timedelta:

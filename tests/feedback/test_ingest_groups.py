@@ -189,3 +189,14 @@ def test_an_enqueue_the_broker_refuses_leaves_no_flag_behind(messages, monkeypat
     enqueue_batch(2)
 
     assert len(messages) == 1
+
+
+@pytest.mark.parametrize(("time_limit", "budget"), [(100, 5.0), (8, 2.0), (2, 1.0)])
+def test_a_task_hands_over_within_seconds_and_well_inside_its_time_limit(
+    settings, time_limit, budget
+):
+    from feedback.constants import drain_budget_s
+
+    settings.CELERY_TASK_TIME_LIMIT = time_limit
+
+    assert drain_budget_s() == budget
