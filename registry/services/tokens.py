@@ -155,9 +155,9 @@ def _remembered(key_hash: str) -> tuple[ApiToken | None, str | None]:
     entry = found.get(_token_key(key_hash))
     if entry is None or entry[0] != generation:
         return None, generation
-    _, token_values, user_values, role_names = entry
+    _, token_values, user_values, roles = entry
     user = get_user_model().from_db(DEFAULT_DB_ALIAS, _user_fields(), user_values)
-    user._role_names = set(role_names)  # what roles.has_role would otherwise query
+    user._role_names = set(roles)  # what roles.has_role would otherwise query
     token = ApiToken.from_db(DEFAULT_DB_ALIAS, _TOKEN_FIELDS, token_values)
     token.user = user
     return token, generation
