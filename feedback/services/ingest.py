@@ -26,7 +26,7 @@ import orjson
 import psycopg
 from django.core.cache import caches
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
@@ -213,6 +213,15 @@ def _drop_drain_flag() -> None:
 # --- Expansion (worker) ---
 
 
+# Pending, or processing under a claim that is missing or older than the claim timeout
+# (parameters: pending, processing, the stale instant); _claimable says the same in the ORM.
+_CLAIMABLE = "(state = %s OR (state = %s AND (claimed_at IS NULL OR claimed_at < %s)))"
+
+
+def _claimable(stale: datetime) -> Any:
+    return IngestBatch.objects.open().exclude(state=State.PROCESSING, claimed_at__gte=stale)
+
+
 def claim_batch(*, batch_id: int, now: datetime | None = None) -> datetime | None:
     """Mark a batch processing unless done or held by a live worker; return the claim time.
 
@@ -227,16 +236,15 @@ def claim_batch(*, batch_id: int, now: datetime | None = None) -> datetime | Non
             cursor.execute(
                 f"UPDATE {_BATCH} SET state = %s, claimed_at = %s, attempts = attempts + 1 "
                 f"FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit "
-                "WHERE id = %s AND (state = %s OR (state = %s AND "
-                "(claimed_at IS NULL OR claimed_at < %s)))",
+                f"WHERE id = %s AND {_CLAIMABLE}",
                 [State.PROCESSING, now, batch_id, State.PENDING, State.PROCESSING, stale],
             )
             claimed = cursor.rowcount
     else:
         with transaction.atomic():
             claimed = (
-                IngestBatch.objects.filter(pk=batch_id, state__in=[State.PENDING, State.PROCESSING])
-                .exclude(state=State.PROCESSING, claimed_at__gte=stale)
+                _claimable(stale)
+                .filter(pk=batch_id)
                 .update(state=State.PROCESSING, claimed_at=now, attempts=F("attempts") + 1)
             )
     return now if claimed == 1 else None  # 0: done already, or another worker holds it
@@ -254,15 +262,7 @@ def claim_batches(
     now = now or timezone.now()
     stale = now - claim_timeout()
     if connection.vendor != "postgresql":
-        open_ids = (
-            IngestBatch.objects.filter(
-                Q(state=State.PENDING)
-                | Q(state=State.PROCESSING, claimed_at__isnull=True)
-                | Q(state=State.PROCESSING, claimed_at__lt=stale)
-            )
-            .order_by("pk")
-            .values_list("pk", "raw_size")[:limit]
-        )
+        open_ids = _claimable(stale).order_by("pk").values_list("pk", "raw_size")[:limit]
         ids, size = [], 0
         for pk, raw_size in open_ids:
             if ids and size + raw_size > max_bytes:
@@ -276,8 +276,7 @@ def claim_batches(
             f"UPDATE {_BATCH} b SET state = %s, claimed_at = %s, attempts = b.attempts + 1 "
             "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit, "
             "(SELECT id, sum(raw_size) OVER (ORDER BY id) - raw_size AS before FROM "
-            f"(SELECT id, raw_size FROM {_BATCH} WHERE state = %s OR (state = %s AND "
-            "(claimed_at IS NULL OR claimed_at < %s)) ORDER BY id LIMIT %s "
+            f"(SELECT id, raw_size FROM {_BATCH} WHERE {_CLAIMABLE} ORDER BY id LIMIT %s "
             "FOR UPDATE SKIP LOCKED) AS open) AS picked "
             "WHERE b.id = picked.id AND (picked.before = 0 OR picked.before < %s) "
             "RETURNING b.id",
