@@ -137,15 +137,20 @@ def _insert_batch(batch: IngestBatch) -> None:
     batch._state.db = connection.alias
 
 
-def _bound_cursor() -> Any:
+def _bound_cursor(*, binary: bool = False) -> Any:
     """A cursor that sends parameters bound (server-side) on PostgreSQL, where Django's own
-    cursors inline them; still wrapped by Django, so queries are logged and counted."""
+    cursors inline them, and with `binary` receives results in binary form (a bytea arrives
+    as its bytes, not as hex text twice its size that both sides format and parse); still
+    wrapped by Django, so queries are logged and counted."""
     if connection.vendor != "postgresql":
         return connection.cursor()
     connection.ensure_connection()
+    cursor = psycopg.Cursor(connection.connection)
+    if binary:
+        cursor.format = psycopg.pq.Format.BINARY
     # _prepare_cursor: Django's own wrapping of a driver cursor (debug logging, execute
     # wrappers); private API, so the ingest tests count this insert among the request's queries
-    return connection._prepare_cursor(psycopg.Cursor(connection.connection))
+    return connection._prepare_cursor(cursor)
 
 
 @functools.cache
@@ -389,7 +394,7 @@ def _lock_claims(ids: list[int], claimed_at: datetime) -> list[tuple[int, bytes,
             (b.pk, bytes(b.raw), b.format, _slug(b.default_application), b.request_id)
             for b in batches
         ]
-    with connection.cursor() as cursor:
+    with _bound_cursor(binary=True) as cursor:  # the submissions' bytes as they are stored
         # set_config: this transaction commits without waiting for the WAL flush, set in the
         # same round trip as the lock. Safe for the worker's idempotent writes only: if the
         # server crashes before the commit reaches disk, the whole transaction is lost; the
@@ -403,7 +408,7 @@ def _lock_claims(ids: list[int], claimed_at: datetime) -> list[tuple[int, bytes,
             "ORDER BY b.id FOR UPDATE OF b",
             [ids, State.PROCESSING, claimed_at],
         )
-        return [(row[1], bytes(row[2]), row[3], row[4], row[5]) for row in cursor.fetchall()]
+        return [row[1:] for row in cursor.fetchall()]
 
 
 def _slug(application: Application | None) -> str:
