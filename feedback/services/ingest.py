@@ -48,7 +48,7 @@ from ..constants import (
 )
 from ..models import FeedbackEvent, FeedbackSource, IngestBatch, QualityRollup
 from .parsing import check_envelope, decode_events
-from .validation import Candidate, Checked, check_and_resolve
+from .validation import Candidate, Checked, check_and_resolve_group
 
 log = logging.getLogger(__name__)
 State = IngestBatch.State
@@ -449,8 +449,10 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> list[_Done]:
     outcomes: list[_Outcome] = []
     fresh_all: list[Candidate] = []
     batch_ids: list[int] = []
-    for batch_id, raw, fmt, default_app, request_id in _lock_claims(ids, claimed_at):
-        checked = check_and_resolve(decode_events(raw, fmt), now=now, default_app=default_app)
+    claims = _lock_claims(ids, claimed_at)
+    submissions = [(decode_events(raw, fmt), default_app) for _, raw, fmt, default_app, _ in claims]
+    all_checked = check_and_resolve_group(submissions, now=now)
+    for (batch_id, *_, request_id), checked in zip(claims, all_checked, strict=True):
         fresh = []
         for c in checked.candidates:
             if c.event_id not in seen:

@@ -12,7 +12,7 @@ import math
 import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -420,8 +420,53 @@ def check_and_resolve(
     events: Iterable[tuple[int, Any, RowError | None]], *, now: datetime, default_app: str
 ) -> Checked:
     """Run every check; return the events to insert and the per-event errors, by index."""
-    out = Checked()
+    return check_and_resolve_group([(events, default_app)], now=now)[0]
+
+
+def check_and_resolve_group(
+    submissions: Sequence[tuple[Iterable[tuple[int, Any, RowError | None]], str]],
+    *,
+    now: datetime,
+) -> list[Checked]:
+    """check_and_resolve for several submissions ((events, default application) each) at
+    once, as a worker expands them together: one attribution query for them all, and a label
+    joins a prediction from any of them, as it would had they been expanded one by one."""
     window = Window.at(now)
+    outs = [_field_checks(events, window, default_app) for events, default_app in submissions]
+    resolver = Resolver([c for out in outs for c in out.candidates])
+    waiting: list[tuple[Checked, list[Candidate]]] = []  # labels, resolved last
+    for out in outs:
+        kept: list[Candidate] = []
+        labels: list[Candidate] = []
+        for c in out.candidates:
+            if c.kind == _LABEL:  # labels last: they join predictions resolved here or earlier
+                labels.append(c)
+            elif (error := resolver.resolve(c)) is not None:
+                out.errors.append(error)
+            else:
+                kept.append(c)
+        out.candidates = kept
+        if labels:
+            waiting.append((out, labels))
+    if waiting:
+        resolved = [c for out in outs for c in out.candidates]
+        join_labels(resolved + [c for _, labels in waiting for c in labels], resolver.apps)
+        for out, labels in waiting:
+            for c in labels:
+                if (error := resolver.resolve(c)) is not None:
+                    out.errors.append(error)
+                else:
+                    out.candidates.append(c)
+            out.candidates.sort(key=_by_index)
+    for out in outs:
+        out.errors.sort(key=_by_index)
+    return outs
+
+
+def _field_checks(
+    events: Iterable[tuple[int, Any, RowError | None]], window: Window, default_app: str
+) -> Checked:
+    out = Checked()
     for i, event, error in events:
         if error is not None:
             out.errors.append(error)
@@ -431,26 +476,6 @@ def check_and_resolve(
             out.candidates.append(result)
         else:
             out.errors.extend(result)
-    resolver = Resolver(out.candidates)
-    kept: list[Candidate] = []
-    labels: list[Candidate] = []
-    for c in out.candidates:
-        if c.kind == _LABEL:  # labels last: they join predictions resolved here or earlier
-            labels.append(c)
-        elif (error := resolver.resolve(c)) is not None:
-            out.errors.append(error)
-        else:
-            kept.append(c)
-    if labels:
-        join_labels(kept + labels, resolver.apps)
-        for c in labels:
-            if (error := resolver.resolve(c)) is not None:
-                out.errors.append(error)
-            else:
-                kept.append(c)
-        kept.sort(key=_by_index)
-    out.candidates = kept
-    out.errors.sort(key=_by_index)
     return out
 
 

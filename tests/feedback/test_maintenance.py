@@ -70,7 +70,7 @@ def test_failing_expansion_gives_the_batch_back_for_a_retry(ingest_batch_factory
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("feedback.services.ingest.check_and_resolve", boom)
+    monkeypatch.setattr("feedback.services.ingest.check_and_resolve_group", boom)
 
     with pytest.raises(RuntimeError):
         ingest_feedback_batch(batch_id=batch.pk)
