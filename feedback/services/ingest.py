@@ -30,6 +30,7 @@ from django.db.models import F
 from django.utils import timezone
 from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
+from psycopg.types.string import BytesBinaryDumper
 
 from registry import status_generation
 from registry.exceptions import DomainError
@@ -619,7 +620,11 @@ def _insert_events_postgresql(
         with transaction.atomic():  # a savepoint: the batch's transaction survives a refusal
             # event_id as 16 raw bytes: binary COPY carries no type, and that is uuid's wire form
             sql = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
-            with cursor.cursor.copy(sql) as copy:
+            driver_cursor = cursor.cursor
+            # bytea by the driver's C dumper, not the DB-API Binary wrapper's (a Python call
+            # per row) that psycopg registers last for that type
+            driver_cursor.adapters.register_dumper(None, BytesBinaryDumper)
+            with driver_cursor.copy(sql) as copy:
                 copy.set_types(_COPY_TYPES_DIRECT)
                 raw_ids = [bytes.fromhex(c.event_id.replace("-", "")) for c in candidates]
                 _copy_rows(copy, candidates, raw_ids, batch_ids, received_at)
