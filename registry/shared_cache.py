@@ -32,3 +32,14 @@ class SharedRedisCache(RedisCache):
     @cached_property
     def _cache(self) -> RedisCacheClient:
         return _ReusingClient(self._servers, **self._options)
+
+    def incr_and_get(self, key: str, other: str, timeout: int) -> tuple[int, int]:
+        """Add one to the counter `key` (created at 0; it then lives `timeout` seconds) and
+        read the counter `other`, in one round trip (registry.throttling counts with it)."""
+        key, other = self.make_and_validate_key(key), self.make_and_validate_key(other)
+        pipe = self._cache.get_client(key, write=True).pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, timeout)
+        pipe.get(other)
+        count, _, previous = pipe.execute()
+        return count, int(previous or 0)

@@ -19,7 +19,6 @@ from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from registry.auth import BearerTokenAuthentication
@@ -27,6 +26,7 @@ from registry.exceptions import InvalidInput
 from registry.models import ApiToken, Application, ModelVersion
 from registry.permissions import FeedbackWrite, ScopedPermission
 from registry.roles import DEVOPS, Actor
+from registry.throttling import SlidingWindowScopedRateThrottle
 
 from .. import selectors, services
 from ..constants import MAX_REQUEST_BYTES
@@ -163,7 +163,7 @@ class FeedbackIngestView(APIView):
 
     authentication_classes = [BearerTokenAuthentication, SessionAuthentication]
     permission_classes = [FeedbackWrite]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [SlidingWindowScopedRateThrottle]
     throttle_scope = "ingest"
     parser_classes = [JSONParser, MultiPartParser]
 
