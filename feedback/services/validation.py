@@ -185,10 +185,10 @@ def check_event(i: int, event: Any, window: Window, default_app: str) -> Candida
         if not app_slug and "application" not in event:
             errors.append(RowError(i, "application", "application is required"))
     kind = get("kind")
-    if kind not in KINDS:
+    if type(kind) is not str or kind not in KINDS:  # a JSON list or object is unhashable
         errors.append(RowError(i, "kind", _KIND_MESSAGE))
     role = get("role")
-    if role is not None and role not in ROLES:
+    if role is not None and (type(role) is not str or role not in ROLES):
         errors.append(RowError(i, "role", _ROLE_MESSAGE))
     request_id = get("request_id")
     if type(request_id) is not str or len(request_id) > 128:
