@@ -48,7 +48,7 @@ from ..constants import (
     ingest_queue,
 )
 from ..models import FeedbackEvent, FeedbackSource, IngestBatch, QualityRollup
-from .parsing import check_envelope, decode_events
+from .parsing import check_envelope
 from .validation import Candidate, Checked, check_and_resolve_group
 
 log = logging.getLogger(__name__)
@@ -451,8 +451,7 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> list[_Done]:
     fresh_all: list[Candidate] = []
     batch_ids: list[int] = []
     claims = _lock_claims(ids, claimed_at)
-    submissions = [(decode_events(raw, fmt), default_app) for _, raw, fmt, default_app, _ in claims]
-    all_checked = check_and_resolve_group(submissions, now=now)
+    all_checked = check_and_resolve_group([claim[1:4] for claim in claims], now=now)
     for (batch_id, *_, request_id), checked in zip(claims, all_checked, strict=True):
         fresh = []
         for c in checked.candidates:

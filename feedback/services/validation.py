@@ -24,8 +24,8 @@ from django.db.models import Q
 from registry.models import Application, ModelVersion, TrafficAllocation
 
 from ..constants import FUTURE_SKEW, LABEL_LOOKBACK, MAX_PAYLOAD_BYTES, retention
-from ..models import FeedbackEvent, FeedbackKind
-from .parsing import RowError
+from ..models import FeedbackEvent, FeedbackKind, IngestBatch
+from .parsing import RowError, decode_events
 
 KINDS = frozenset(FeedbackKind.values)
 ROLES = frozenset(TrafficAllocation.Role.values)
@@ -416,23 +416,15 @@ def join_labels(candidates: Iterable[Candidate], apps: dict[str, int]) -> None:
             c.correct = same_answer(prediction, c.label)
 
 
-def check_and_resolve(
-    events: Iterable[tuple[int, Any, RowError | None]], *, now: datetime, default_app: str
-) -> Checked:
-    """Run every check; return the events to insert and the per-event errors, by index."""
-    return check_and_resolve_group([(events, default_app)], now=now)[0]
-
-
 def check_and_resolve_group(
-    submissions: Sequence[tuple[Iterable[tuple[int, Any, RowError | None]], str]],
-    *,
-    now: datetime,
+    submissions: Sequence[tuple[bytes, str, str]], *, now: datetime
 ) -> list[Checked]:
-    """check_and_resolve for several submissions ((events, default application) each) at
-    once, as a worker expands them together: one attribution query for them all, and a label
-    joins a prediction from any of them, as it would had they been expanded one by one."""
+    """Run every check on stored submissions ((raw, format, default application slug) each)
+    that a worker expands together; return, for each, the events to insert and the per-event
+    errors by index. One attribution query serves them all, and a label joins a prediction
+    from any of them, as it would had they been expanded one by one."""
     window = Window.at(now)
-    outs = [_field_checks(events, window, default_app) for events, default_app in submissions]
+    outs = [_field_checks(raw, fmt, window, default_app) for raw, fmt, default_app in submissions]
     resolver = Resolver([c for out in outs for c in out.candidates])
     waiting: list[tuple[Checked, list[Candidate]]] = []  # labels, resolved last
     for out in outs:
@@ -463,9 +455,20 @@ def check_and_resolve_group(
     return outs
 
 
-def _field_checks(
+def _field_checks(raw: bytes, fmt: str, window: Window, default_app: str) -> Checked:
+    if fmt == IngestBatch.Format.JSON:
+        from .well_formed import well_formed_candidates  # it builds on this module
+
+        candidates = well_formed_candidates(raw, window, default_app)
+        if candidates is not None:
+            return Checked(candidates=candidates)
+    return field_checks(decode_events(raw, fmt), window, default_app)
+
+
+def field_checks(
     events: Iterable[tuple[int, Any, RowError | None]], window: Window, default_app: str
 ) -> Checked:
+    """check_event on every decoded event: the general checks, the reference."""
     out = Checked()
     for i, event, error in events:
         if error is not None:
