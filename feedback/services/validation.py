@@ -154,13 +154,29 @@ def _value(raw: Any, i: int, errors: list[RowError]) -> float | None:
     return float(raw)
 
 
+def json_size(value: Any) -> int | None:
+    """Bytes of `value` as JSON, or None when it cannot be stored (orjson, which writes the
+    jsonb columns, refuses nesting deeper than 255 levels; JSON itself allows more)."""
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        return None
+
+
+TOO_DEEP = "is nested too deeply (255 levels at most)"
+NESTED = (list, dict)
+
+
 def _payload(raw: Any, i: int, errors: list[RowError]) -> Any:
     if raw is None:
         return None
     if type(raw) is not dict:
         errors.append(RowError(i, "payload", "payload must be a JSON object"))
         return None
-    if len(orjson.dumps(raw)) > MAX_PAYLOAD_BYTES:
+    size = json_size(raw)
+    if size is None:
+        errors.append(RowError(i, "payload", f"payload {TOO_DEEP}"))
+    elif size > MAX_PAYLOAD_BYTES:
         errors.append(RowError(i, "payload", f"payload is larger than {MAX_PAYLOAD_BYTES} bytes"))
     return raw
 
@@ -206,6 +222,10 @@ def check_event(i: int, event: Any, window: Window, default_app: str) -> Candida
     if version_ref is not None:
         version_ref = _version_ref(version_ref, i, errors)
     prediction, label = get("prediction"), get("label")
+    if type(prediction) in NESTED and json_size(prediction) is None:
+        errors.append(RowError(i, "prediction", f"prediction {TOO_DEEP}"))
+    if type(label) in NESTED and json_size(label) is None:
+        errors.append(RowError(i, "label", f"label {TOO_DEEP}"))
     if kind == _LABEL and label is None:
         errors.append(RowError(i, "label", "a label event needs `label`"))
     elif kind == _PREDICTION and (prediction is None or not request_id):

@@ -21,13 +21,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-import orjson
 
 from registry.models import TrafficAllocation
 
 from ..constants import MAX_PAYLOAD_BYTES
 from ..models import FeedbackKind
-from .validation import Candidate, Window, _version_ref
+from .validation import NESTED, Candidate, Window, _version_ref, json_size
 
 _Kind = Literal[tuple(FeedbackKind.values)]  # type: ignore[valid-type]
 _Role = Literal[tuple(TrafficAllocation.Role.values)]  # type: ignore[valid-type]
@@ -72,8 +71,8 @@ def well_formed_candidates(raw: bytes, window: Window, default_app: str) -> list
     checks (see the module docstring)."""
     try:
         events = _decode(raw)
-    except msgspec.MsgspecError:  # not a list of well-formed events
-        return None
+    except (msgspec.MsgspecError, RecursionError):  # not a list of well-formed events, or
+        return None  # nested deeper than msgspec goes (Python's recursion limit; orjson: 1024)
     parse_time = datetime.fromisoformat
     oldest, newest = window.oldest, window.newest
     candidates = []
@@ -91,7 +90,14 @@ def well_formed_candidates(raw: bytes, window: Window, default_app: str) -> list
         if not app:
             return None
         payload = e.payload
-        if payload is not None and len(orjson.dumps(payload)) > MAX_PAYLOAD_BYTES:
+        if payload is not None:
+            size = json_size(payload)
+            if size is None or size > MAX_PAYLOAD_BYTES:  # too deep to store, or too large
+                return None
+        prediction, label = e.prediction, e.label
+        if type(prediction) in NESTED and json_size(prediction) is None:
+            return None
+        if type(label) in NESTED and json_size(label) is None:
             return None
         ref = e.model_version
         if ref is not None:
@@ -99,9 +105,9 @@ def well_formed_candidates(raw: bytes, window: Window, default_app: str) -> list
             if problems:
                 return None
         kind, request_id = e.kind, e.request_id or ""
-        if kind == _LABEL and e.label is None:
+        if kind == _LABEL and label is None:
             return None
-        if kind == _PREDICTION and (e.prediction is None or not request_id):
+        if kind == _PREDICTION and (prediction is None or not request_id):
             return None
         append(
             Candidate(
@@ -111,8 +117,8 @@ def well_formed_candidates(raw: bytes, window: Window, default_app: str) -> list
                 app,
                 kind,
                 e.value,
-                e.prediction,
-                e.label,
+                prediction,
+                label,
                 request_id,
                 e.segment or "",
                 payload,

@@ -1,3 +1,4 @@
+import functools
 from datetime import timedelta
 
 import pytest
@@ -118,6 +119,7 @@ def test_ingest_accepts_a_single_event_object(ingest_batch_factory, app_slug):
 # --- The bad-input matrix: each bad event is rejected alone, by index and field ---
 
 NOW = timezone.now()
+DEEP = functools.reduce(lambda inner, _: [inner], range(300), [])  # deeper than orjson writes
 
 
 @pytest.mark.parametrize(
@@ -141,6 +143,9 @@ NOW = timezone.now()
         ({"role": {"arm": "canary"}}, "role", "role must be one of"),
         ({"payload": [1, 2]}, "payload", "JSON object"),
         ({"payload": {"blob": "x" * 5000}}, "payload", "4096"),
+        ({"payload": {"deep": DEEP}}, "payload", "nested too deeply"),
+        ({"kind": "prediction", "prediction": DEEP, "request_id": "r"}, "prediction", "nested"),
+        ({"kind": "label", "label": DEEP}, "label", "nested too deeply"),
         ({"request_id": "r" * 200}, "request_id", "longer than"),
         ({"kind": "label"}, "label", "needs `label`"),
     ],
