@@ -131,6 +131,6 @@ def _decode_csv(text: str) -> Iterator[tuple[int, Any, RowError | None]]:
         if "payload" in event and error is None:
             try:
                 event["payload"] = json.loads(event["payload"])
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
                 error = RowError(i, "payload", "payload must be a JSON object")
         yield i, (None if error else event), error

@@ -381,3 +381,19 @@ def test_occurred_at_is_indexed_with_brin_on_postgresql():
             "AND pg_get_indexdef(i.indexrelid) LIKE '%(occurred_at)'"
         )
         assert [row[0] for row in cursor.fetchall()] == ["brin"]
+
+
+def test_a_csv_payload_nested_too_deep_to_decode_is_rejected_alone(ingest_batch_factory, app_slug):
+    ok, deep = event(app_slug), event(app_slug)
+    nested = "[" * 5000 + "]" * 5000  # deeper than Python's json module goes
+    body = "event_id,occurred_at,application,kind,payload\n" + "".join(
+        f"{e['event_id']},{e['occurred_at']},{app_slug},click,{payload}\n"
+        for e, payload in ((ok, ""), (deep, nested))
+    )
+    batch = ingest_batch_factory(raw=body.encode(), format="csv")
+
+    ingest_feedback_batch(batch_id=batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.state, batch.accepted, batch.rejected) == ("done", 1, 1)
+    assert (batch.errors[0]["index"], batch.errors[0]["field"]) == (1, "payload")
