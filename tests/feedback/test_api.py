@@ -156,6 +156,10 @@ def test_idempotency_key_with_another_body_is_409(writer, app_slug):
         (b'"a string"', 400),
         (b"42", 400),
         (b"[]", 400),
+        (b"null", 400),
+        (b'[{"event_id": "\xff"}]', 400),  # not UTF-8 inside a string
+        (b'[{"a": 1}, ]', 400),
+        (b"[" * 5000 + b"]" * 5000, 400),  # nested past any parser's limit
         (json.dumps([{}] * 10_001).encode(), 413),
         (b"[" + b" " * (5 * 1024 * 1024) + b"]", 413),
     ],
@@ -303,3 +307,19 @@ def test_resolving_twice_is_409(devops_user, token_client, feedback_report_facto
     response = client.post(f"{REPORTS}{report.pk}/resolve/", {"note": "again"}, format="json")
 
     assert response.status_code == 409
+
+
+def test_an_event_with_a_number_beyond_a_float_is_rejected_alone(writer, app_slug):
+    """JSON's grammar allows 1e999; no double holds it: that event is the one at fault."""
+    good = json.dumps(event(app_slug)).encode()
+    body = b"[" + good + b', {"value": 1e999}, ' + json.dumps(event(app_slug)).encode() + b"]"
+
+    response = writer.post(URL, data=body, content_type="application/json")
+    assert response.status_code == 202
+    batch = IngestBatch.objects.get()
+    ingest_feedback_batch(batch_id=batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.accepted, batch.rejected) == (2, 1)
+    assert [(e["index"], e["field"]) for e in batch.errors] == [(1, "__all__")]
+    assert "not valid JSON" in batch.errors[0]["message"]
