@@ -2,7 +2,8 @@
 
 An event that fails any check is rejected alone, with (index, field, message); the rest of
 its batch is kept. Hand-written rather than a DRF serializer: this runs for every event of
-the ingest hot path, and a serializer costs about 100 times more per event.
+the ingest hot path, and a serializer costs about 100 times more per event. A well-formed
+JSON submission takes a faster path first (well_formed.py); these checks are the reference.
 """
 
 from __future__ import annotations
@@ -256,7 +257,8 @@ def same_answer(prediction: Any, label: Any) -> bool:
 
 
 class Resolver:
-    """Loads, in a handful of queries per batch, what attributing its events needs."""
+    """Loads, in a handful of queries per group of batches, what attributing their events
+    needs."""
 
     def __init__(self, candidates: list[Candidate]) -> None:
         slugs = {c.app_slug for c in candidates}

@@ -43,8 +43,8 @@ class _Event(msgspec.Struct, gc=False):
 
     Optional fields: an explicit null and an absent field both decode to None, which is
     what check_event's dict.get sees too. msgspec's `float` takes JSON integers (as float)
-    and refuses booleans and numbers beyond a float's range (1e999), like check_event (which
-    never sees the last: the web's envelope check refuses them).
+    and refuses booleans, like check_event; it also refuses numbers beyond a float's range
+    (1e999), which the general path then rejects event by event (parsing.decode_events).
     """
 
     event_id: _Uuid
