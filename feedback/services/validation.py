@@ -376,6 +376,27 @@ class Resolver:
             "send model_version or role"
         )
 
+    def resolve_all(
+        self, candidates: Iterable[Candidate], kept: list[Candidate], errors: list[RowError]
+    ) -> None:
+        """resolve() each candidate, appending it to `kept` or its error to `errors`. The usual
+        event (no version named, its application served by one version all through the
+        span: an answer in _steady) takes a shortcut without the method calls."""
+        apps_get, steady_get, resolve = self.apps.get, self._steady.get, self.resolve
+        for c in candidates:
+            if c.version_ref is None and not c.model_version_id:
+                app_id = apps_get(c.app_slug)
+                found = steady_get((app_id, c.role))
+                if type(found) is int:
+                    c.application_id = app_id
+                    c.model_version_id = found
+                    kept.append(c)
+                    continue
+            if (error := resolve(c)) is None:
+                kept.append(c)
+            else:
+                errors.append(error)
+
     def resolve(self, c: Candidate) -> RowError | None:
         """Fill application_id and model_version_id, or say why not."""
         app_id = self.apps.get(c.app_slug)
@@ -454,27 +475,18 @@ def check_and_resolve_group(
     resolver = Resolver([c for out in outs for c in out.candidates])
     waiting: list[tuple[Checked, list[Candidate]]] = []  # labels, resolved last
     for out in outs:
-        kept: list[Candidate] = []
-        labels: list[Candidate] = []
-        for c in out.candidates:
-            if c.kind == _LABEL:  # labels last: they join predictions resolved here or earlier
-                labels.append(c)
-            elif (error := resolver.resolve(c)) is not None:
-                out.errors.append(error)
-            else:
-                kept.append(c)
-        out.candidates = kept
+        # labels last: they join predictions resolved here or earlier
+        labels = [c for c in out.candidates if c.kind == _LABEL]
+        others = [c for c in out.candidates if c.kind != _LABEL] if labels else out.candidates
+        out.candidates = []
+        resolver.resolve_all(others, out.candidates, out.errors)
         if labels:
             waiting.append((out, labels))
     if waiting:
         resolved = [c for out in outs for c in out.candidates]
         join_labels(resolved + [c for _, labels in waiting for c in labels], resolver.apps)
         for out, labels in waiting:
-            for c in labels:
-                if (error := resolver.resolve(c)) is not None:
-                    out.errors.append(error)
-                else:
-                    out.candidates.append(c)
+            resolver.resolve_all(labels, out.candidates, out.errors)
             out.candidates.sort(key=_by_index)
     for out in outs:
         out.errors.sort(key=_by_index)
