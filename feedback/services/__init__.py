@@ -11,7 +11,6 @@ from .ingest import (
     drain_open_batches,
     enqueue_batch,
     ingest_feedback_batch,
-    insert_events,
     schedule_drain,
     submit_batch,
 )
@@ -31,7 +30,6 @@ __all__ = [
     "enqueue_batch",
     "file_report",
     "ingest_feedback_batch",
-    "insert_events",
     "poll_due_sources",
     "poll_source",
     "purge_old_events",

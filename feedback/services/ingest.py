@@ -445,7 +445,7 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> list[_Done]:
     the rollups with one upsert and mark each batch done with its own counts: one transaction.
 
     An event_id seen earlier in the group (in its own batch or an earlier one) is a duplicate,
-    as is one already stored: the database says which (insert_events).
+    as is one already stored: the database says which (_insert_events).
     """
     now = timezone.now()
     seen: set[str] = set()
@@ -463,15 +463,13 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> list[_Done]:
         outcomes.append(_Outcome(batch_id, request_id, checked, fresh))
         fresh_all += fresh
         batch_ids += [batch_id] * len(fresh)
-    inserted = _insert_events(fresh_all, batch_ids, received_at=now)
-    new = fresh_all if len(inserted) == len(fresh_all) else [
-        c for c in fresh_all if c.event_id in inserted
-    ]  # fmt: skip
+    new = _insert_events(fresh_all, batch_ids, received_at=now)
     add_to_rollups(new)
+    new_ids = None if len(new) == len(fresh_all) else {c.event_id for c in new}
     done = []
     for o in outcomes:
-        accepted = len(o.fresh) if len(new) == len(fresh_all) else sum(
-            1 for c in o.fresh if c.event_id in inserted
+        accepted = len(o.fresh) if new_ids is None else sum(
+            1 for c in o.fresh if c.event_id in new_ids
         )  # fmt: skip
         errors = o.checked.errors
         rejected = len({e.index for e in errors})  # an event may break several rules
@@ -602,19 +600,15 @@ def _copy_rows(
         )
 
 
-def _insert_events_postgresql(
+def _copy_into_events(
     cursor: Any,
     candidates: Sequence[Candidate],
     batch_ids: Sequence[int | None],
     received_at: datetime,
-) -> set:
-    """COPY straight into the event table, inside a savepoint; on a known event_id, the slow path.
-
-    The primary key refuses an event_id stored before (or by a concurrent worker, once that
-    one commits) for the whole COPY: then the savepoint is rolled back and _insert_staged
-    finds out row by row which events are new. Fresh events, the usual case, thus cost one
-    COPY into the table and nothing else.
-    """
+) -> bool:
+    """COPY straight into the event table inside a savepoint; False (and nothing written)
+    when the primary key refused an event_id stored before, or by a concurrent worker once
+    that one commits. Fresh events, the usual case, thus cost one COPY and nothing else."""
     table = connection.ops.quote_name(FeedbackEvent._meta.db_table)
     columns = ", ".join(_EVENT_COLUMNS)
     try:
@@ -630,8 +624,8 @@ def _insert_events_postgresql(
                 raw_ids = [bytes.fromhex(c.event_id.replace("-", "")) for c in candidates]
                 _copy_rows(copy, candidates, raw_ids, batch_ids, received_at)
     except UniqueViolation:
-        return _insert_staged(cursor, candidates, batch_ids, received_at)
-    return {c.event_id for c in candidates}
+        return False
+    return True
 
 
 def _insert_staged(
@@ -686,30 +680,27 @@ def _insert_events_values(
     return inserted
 
 
-def insert_events(
-    candidates: Sequence[Candidate], *, batch_id: int | None, received_at: datetime
-) -> set:
-    """Insert events, skipping known event_ids; return the event_ids that were new.
-
-    PostgreSQL: one COPY into the table when every event is new, else (the primary key
-    refused one) COPY into a session temp table and INSERT ... SELECT ... ON CONFLICT DO
-    NOTHING RETURNING. Elsewhere (SQLite): multi-row INSERT ... ON CONFLICT DO NOTHING
-    RETURNING in chunks. Either way the database decides which rows are new.
-    """
-    return _insert_events(candidates, [batch_id] * len(candidates), received_at=received_at)
-
-
 def _insert_events(
     candidates: Sequence[Candidate], batch_ids: Sequence[int | None], *, received_at: datetime
-) -> set:
-    """insert_events with each event's own batch (a group of batches in one go)."""
+) -> Sequence[Candidate]:
+    """Insert events (each with its own batch), skipping known event_ids; return the ones
+    that were new, in order.
+
+    PostgreSQL: one COPY into the table when every event is new (then nothing is looked
+    up), else (the primary key refused one) COPY into a session temp table and INSERT ...
+    SELECT ... ON CONFLICT DO NOTHING RETURNING. Elsewhere (SQLite): multi-row INSERT ... ON
+    CONFLICT DO NOTHING RETURNING in chunks. Either way the database decides which are new.
+    """
     if not candidates:
-        return set()
-    insert = (
-        _insert_events_postgresql if connection.vendor == "postgresql" else _insert_events_values
-    )
+        return candidates
     with connection.cursor() as cursor:
-        return insert(cursor, candidates, batch_ids, received_at)
+        if connection.vendor != "postgresql":
+            inserted = _insert_events_values(cursor, candidates, batch_ids, received_at)
+        elif _copy_into_events(cursor, candidates, batch_ids, received_at):
+            return candidates
+        else:
+            inserted = _insert_staged(cursor, candidates, batch_ids, received_at)
+    return [c for c in candidates if c.event_id in inserted]
 
 
 def add_to_rollups(new_events: Sequence[Candidate]) -> int:
