@@ -134,7 +134,7 @@ def _timestamp(raw: Any, i: int, window: Window, errors: list[RowError]) -> date
     return at
 
 
-def _version_ref(raw: Any, i: int, errors: list[RowError]) -> tuple[str, int] | None:
+def parse_version_ref(raw: Any, i: int, errors: list[RowError]) -> tuple[str, int] | None:
     """'ranker:3' or {"model": "ranker", "version": 3}."""
     if raw is None:
         return None
@@ -225,7 +225,7 @@ def check_event(i: int, event: Any, window: Window, default_app: str) -> Candida
         payload = _payload(payload, i, errors)
     version_ref = get("model_version")
     if version_ref is not None:
-        version_ref = _version_ref(version_ref, i, errors)
+        version_ref = parse_version_ref(version_ref, i, errors)
     prediction, label = get("prediction"), get("label")
     if type(prediction) in NESTED and json_size(prediction) is None:
         errors.append(RowError(i, "prediction", f"prediction {TOO_DEEP}"))

@@ -26,7 +26,7 @@ from registry.models import TrafficAllocation
 
 from ..constants import MAX_PAYLOAD_BYTES
 from ..models import FeedbackKind
-from .validation import NESTED, Candidate, Window, _version_ref, json_size
+from .validation import NESTED, Candidate, Window, json_size, parse_version_ref
 
 _Kind = Literal[tuple(FeedbackKind.values)]  # type: ignore[valid-type]
 _Role = Literal[tuple(TrafficAllocation.Role.values)]  # type: ignore[valid-type]
@@ -101,7 +101,7 @@ def well_formed_candidates(raw: bytes, window: Window, default_app: str) -> list
             return None
         ref = e.model_version
         if ref is not None:
-            ref = _version_ref(ref, i, problems := [])
+            ref = parse_version_ref(ref, i, problems := [])
             if problems:
                 return None
         kind, request_id = e.kind, e.request_id or ""
