@@ -3,9 +3,9 @@
 The worker's per-event checks (validation.check_event) were the largest share of its CPU:
 about 2.1 ms per 1,000 events, for decoding the JSON and then looking at every field in
 Python. Here msgspec decodes the submission straight into typed structs, checking types,
-lengths, choices and the event_id's canonical form as it parses, and the rest (timestamps
-and their window, the version reference, the label/prediction rule) stays in a short loop:
-about 1.4 ms per 1,000 events.
+lengths and choices as it parses; the event_ids' canonical form is checked for all of them
+at once, and the rest (timestamps and their window, the version reference, the
+label/prediction rule) stays in a short loop: about 0.8 ms per 1,000 events.
 
 All or nothing, and never a different answer: anything unusual anywhere in the submission
 (a type, length or choice msgspec refuses, a timestamp out of the window, a non-canonical
@@ -30,9 +30,10 @@ from .validation import NESTED, Candidate, Window, json_size, parse_version_ref
 
 _Kind = Literal[tuple(FeedbackKind.values)]  # type: ignore[valid-type]
 _Role = Literal[tuple(TrafficAllocation.Role.values)]  # type: ignore[valid-type]
-_Uuid = Annotated[
-    str, msgspec.Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-]
+# Only the length while parsing: msgspec checks a `pattern` by calling Python's re per value,
+# which was two thirds of the decode (0.6 of 0.9 ms per 1,000 events); _all_canonical checks
+# the form of every id at once instead.
+_Uuid = Annotated[str, msgspec.Meta(min_length=36, max_length=36)]
 _Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _RequestId = Annotated[str, msgspec.Meta(max_length=128)]
 _Segment = Annotated[str, msgspec.Meta(max_length=64)]
@@ -73,6 +74,8 @@ def well_formed_candidates(raw: bytes, window: Window, default_app: str) -> list
         events = _decode(raw)
     except (msgspec.MsgspecError, RecursionError):  # not a list of well-formed events, or
         return None  # nested deeper than msgspec goes (Python's recursion limit; orjson: 1024)
+    if not _all_canonical([e.event_id for e in events]):
+        return None
     parse_time = datetime.fromisoformat
     oldest, newest = window.oldest, window.newest
     candidates = []
@@ -127,3 +130,21 @@ def well_formed_candidates(raw: bytes, window: Window, default_app: str) -> list
             )
         )
     return candidates
+
+
+def _all_canonical(event_ids: list[str]) -> bool:
+    """Whether every id (each 36 characters long) is a UUID in canonical form, lowercase
+    `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`: the regex ^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-
+    [0-9a-f]{4}-[0-9a-f]{12}$ on each, as a few C-speed string operations on all of them
+    joined (0.1 ms per 1,000 ids, against 0.6 for the regex per id)."""
+    n = len(event_ids)
+    joined = "".join(event_ids)
+    dashes = "-" * n
+    if joined.count("-") != 4 * n or any(joined[at::36] != dashes for at in (8, 13, 18, 23)):
+        return False  # a dash missing from its place, or one elsewhere
+    digits = joined.replace("-", "")
+    try:
+        # fromhex also takes uppercase and spaces between pairs: the round trip refuses both
+        return bytes.fromhex(digits).hex() == digits
+    except ValueError:
+        return False

@@ -7,6 +7,7 @@ for type (compared by repr: 1 and 1.0 differ there).
 
 import functools
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from feedback.models import FeedbackKind
 from feedback.services.parsing import decode_events
 from feedback.services.validation import Window, field_checks
-from feedback.services.well_formed import well_formed_candidates
+from feedback.services.well_formed import _all_canonical, well_formed_candidates
 from registry.models import TrafficAllocation
 from tests.factories.feedback import event
 
@@ -72,7 +73,10 @@ NONE = st.sampled_from([MISSING, None])
 # Per field, values check_event rejects or that are otherwise awkward (MISSING: left out)
 AWKWARD = {
     "event_id": ["not-a-uuid", "", 12, None, MISSING, "00000000-0000-4000-8000-00000000000G",
-                 "00000000000040008000000000000001", "00000000-0000-4000-8000-000000000001\n"],
+                 "00000000000040008000000000000001", "00000000-0000-4000-8000-000000000001\n",
+                 "0000000A-0000-4000-8000-000000000001", "0000000-00000-4000-8000-000000000001",
+                 "00000000-0000-4000-8000-0000000000-1", "00000000-0000-4000-8000-00000000 001",
+                 "00000000-0000-4000-8000-0000000000é1", "{00000000-0000-4000-8000-0000000001}"],
     "occurred_at": [_at(-timedelta(days=30, seconds=1)), _at(-timedelta(days=40)),
                     _at(timedelta(minutes=6)), _naive(timedelta(days=1)), "20261127T100000Z",
                     "yesterday", "", 1764237600, None, MISSING],
@@ -225,6 +229,19 @@ def test_one_bad_event_sends_the_whole_submission_to_the_general_checks():
     batch = [event("shop"), event("shop", kind="purchase")]
 
     assert well_formed_candidates(orjson.dumps(batch), WINDOW, "") is None
+
+
+CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# 36-character ids: one character of a canonical id changed, to one that often breaks it
+ID_36 = st.tuples(st.uuids().map(str), st.integers(0, 35), st.sampled_from("-aF0 g\né")).map(
+    lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]
+) | st.uuids().map(str)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ids=st.lists(ID_36, min_size=1, max_size=5))
+def test_the_id_check_at_once_agrees_with_the_regex_on_each(ids):
+    assert _all_canonical(ids) is all(CANONICAL.fullmatch(i) for i in ids)
 
 
 WELL_FORMED = {"application": "shop", "kind": "label", "label": 1, "request_id": "r1"}
