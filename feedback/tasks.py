@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.db import OperationalError
 
 from . import services
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
@@ -24,7 +28,11 @@ def requeue_stale_batches_task() -> int:
 
 @shared_task
 def purge_old_feedback_events_task() -> int:
-    """Beat: drop raw events past FEEDBACK_RETENTION_DAYS; rollups stay."""
+    """Beat: drop raw events past FEEDBACK_RETENTION_DAYS, and the bytes of the submissions
+    finished before then; rollups and batch records stay. Returns the events dropped."""
+    emptied = services.purge_old_submissions()
+    if emptied:
+        log.info("emptied %d finished ingest batches past retention", emptied)
     return services.purge_old_events()
 
 

@@ -14,7 +14,7 @@ from .ingest import (
     schedule_drain,
     submit_batch,
 )
-from .maintenance import purge_old_events, requeue_stale_batches
+from .maintenance import purge_old_events, purge_old_submissions, requeue_stale_batches
 from .parsing import EnvelopeError
 from .reports import acknowledge_report, file_report, resolve_report, serving_version
 from .sources import poll_due_sources, poll_source
@@ -33,6 +33,7 @@ __all__ = [
     "poll_due_sources",
     "poll_source",
     "purge_old_events",
+    "purge_old_submissions",
     "requeue_stale_batches",
     "resolve_report",
     "schedule_drain",

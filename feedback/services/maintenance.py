@@ -1,10 +1,12 @@
-"""Periodic upkeep of ingestion: re-send stale batches, purge raw events past retention."""
+"""Periodic upkeep of ingestion: re-send stale batches; past retention, purge raw events and
+the bytes of finished submissions."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
 
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from ..constants import MAX_ATTEMPTS, claim_timeout, requeue_after, retention
@@ -53,3 +55,26 @@ def purge_old_events(*, now: datetime | None = None, chunk: int = 50_000) -> int
         if not ids:
             return deleted
         deleted += FeedbackEvent.objects.filter(pk__in=ids)._raw_delete(using="default")
+
+
+def purge_old_submissions(*, now: datetime | None = None, chunk: int = 1_000) -> int:
+    """Drop the bytes of finished batches (done or failed) created before the retention
+    window; return how many were emptied. The batch row stays, with its counts, errors,
+    size and checksum (an Idempotency-Key retry still compares against it): only the
+    submission as received goes, which nothing reads once it is expanded. Open batches keep
+    theirs, whatever their age."""
+    cutoff = (now or timezone.now()) - retention()
+    finished = [State.DONE, State.FAILED]
+    emptied = 0
+    while True:
+        # LENGTH(raw) is read from the TOAST pointer: finding the rows detoasts nothing
+        ids = list(
+            IngestBatch.objects.filter(state__in=finished, created_at__lt=cutoff)
+            .alias(stored=Length("raw"))
+            .filter(stored__gt=0)
+            .order_by()
+            .values_list("pk", flat=True)[:chunk]
+        )
+        if not ids:
+            return emptied
+        emptied += IngestBatch.objects.filter(pk__in=ids).update(raw=b"")

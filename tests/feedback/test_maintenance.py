@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from feedback.models import FeedbackEvent, IngestBatch, QualityRollup
-from feedback.services import purge_old_events, requeue_stale_batches
+from feedback.services import purge_old_events, purge_old_submissions, requeue_stale_batches
 from tests.factories.feedback import event
 
 
@@ -60,6 +60,50 @@ def test_purge_old_events_drops_raw_events_and_keeps_rollups(ingest, app_slug, s
     assert deleted == 1
     assert FeedbackEvent.objects.count() == 1
     assert sum(QualityRollup.objects.values_list("count", flat=True)) == 2
+
+
+def test_purge_old_submissions_empties_finished_batches_past_retention(
+    ingest_batch_factory, settings
+):
+    settings.FEEDBACK_RETENTION_DAYS = 7
+    long_ago = timezone.now() - timedelta(days=8)
+    done = ingest_batch_factory(state="done", created_at=long_ago, raw=b"[1]", raw_sha256="abc")
+    failed = ingest_batch_factory(state="failed", created_at=long_ago, raw=b"[2]")
+
+    assert purge_old_submissions(chunk=1) == 2
+
+    for batch in (done, failed):
+        batch.refresh_from_db()
+        assert bytes(batch.raw) == b""
+    assert (done.raw_size, done.raw_sha256, done.state) == (3, "abc", "done")
+
+
+def test_purge_old_submissions_keeps_recent_and_open_batches(ingest_batch_factory, settings):
+    settings.FEEDBACK_RETENTION_DAYS = 7
+    long_ago = timezone.now() - timedelta(days=8)
+    kept = [
+        ingest_batch_factory(state="done", raw=b"[1]"),  # within retention
+        ingest_batch_factory(state="pending", created_at=long_ago, raw=b"[2]"),
+        ingest_batch_factory(state="processing", created_at=long_ago, raw=b"[3]"),
+    ]
+
+    assert purge_old_submissions() == 0
+
+    assert [bytes(IngestBatch.objects.get(pk=b.pk).raw) for b in kept] == [b"[1]", b"[2]", b"[3]"]
+
+
+def test_the_purge_task_empties_old_submissions_and_drops_old_events(ingest, app_slug, settings):
+    from feedback.tasks import purge_old_feedback_events_task
+
+    old = (timezone.now() - timedelta(days=10)).isoformat()
+    ingest([event(app_slug, occurred_at=old)])
+    IngestBatch.objects.update(created_at=timezone.now() - timedelta(days=10))
+    settings.FEEDBACK_RETENTION_DAYS = 7
+
+    assert purge_old_feedback_events_task() == 1
+
+    assert bytes(IngestBatch.objects.get().raw) == b""
+    assert FeedbackEvent.objects.count() == 0
 
 
 def test_failing_expansion_gives_the_batch_back_for_a_retry(ingest_batch_factory, monkeypatch):
