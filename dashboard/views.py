@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from registry.api.filters import AuditEventFilterSet
 from registry.exceptions import DomainError
 from registry.models import ApiToken, Deployment
+from registry.numbers import ascii_int
 from registry.roles import Actor, is_devops
 from registry.services import ROLLOUT_ACTIONS, create_api_token, revoke_api_token
 from registry.services.rollouts import TRANSITIONS
@@ -30,7 +31,7 @@ UI_ROLLOUT_ACTIONS = ("start", "pause", "resume", "promote", "rollback", "abort"
 
 def _page_number(request: HttpRequest) -> int:
     raw = request.GET.get("page", "1")
-    return int(raw) if raw.isdigit() else 1
+    return ascii_int(raw, max_digits=9) or 1
 
 
 @login_required

@@ -35,6 +35,7 @@ from .models import (
     ReplicaProbeResult,
     TrafficAllocation,
 )
+from .numbers import ascii_int
 
 
 def deployment_by_ref(ref: str | int) -> Deployment | None:
@@ -42,7 +43,8 @@ def deployment_by_ref(ref: str | int) -> Deployment | None:
     text = str(ref).strip()
     queryset = Deployment.objects.select_related("application")
     if text.isdigit():
-        return queryset.filter(pk=int(text)).first()
+        pk = ascii_int(text)
+        return None if pk is None else queryset.filter(pk=pk).first()
     slug, sep, name = text.partition("/")
     if not sep or not slug or not name:
         return None

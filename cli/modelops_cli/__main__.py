@@ -50,7 +50,7 @@ def out_json(data: Any) -> None:
 def version_ref(text: str) -> tuple[str, int]:
     """'ranker:3' -> ('ranker', 3)."""
     model, sep, number = text.rpartition(":")
-    if not sep or not model or not number.isdigit() or int(number) < 1:
+    if not sep or not model or not (number.isascii() and number.isdigit()) or int(number) < 1:
         raise CliError(EXIT_INPUT, f"give a version as MODEL:NUMBER, e.g. ranker:3 (got {text!r})")
     return model, int(number)
 
@@ -62,7 +62,7 @@ def version_id(client: Client, ref: str) -> int:
 
 def deployment_id(client: Client, ref: str) -> int:
     """A deployment id, or APPLICATION/DEPLOYMENT resolved through the list endpoint."""
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         return int(ref)
     app, sep, name = ref.partition("/")
     if not sep or not app or not name:

@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 from registry.auth import BearerTokenAuthentication
 from registry.exceptions import InvalidInput
 from registry.models import ApiToken, Application, ModelVersion
+from registry.numbers import ascii_int
 from registry.permissions import FeedbackWrite, ScopedPermission
 from registry.roles import DEVOPS, Actor
 from registry.throttling import SlidingWindowScopedRateThrottle
@@ -84,7 +85,7 @@ EXAMPLE_EVENTS = [
 def read_body(request: Request) -> bytes:
     """The raw body, refused with 413 past MAX_REQUEST_BYTES without reading it all."""
     declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+    if (size := ascii_int(declared, max_digits=30)) is not None and size > MAX_REQUEST_BYTES:
         raise EnvelopeError(
             f"the body is {declared} bytes; the limit is {MAX_REQUEST_BYTES}",
             status=413,
@@ -355,10 +356,11 @@ class FeedbackReportViewSet(
 
 def resolve_version_ref(ref: str) -> ModelVersion:
     """'<model>:<version>' -> the version, or a field-level 400."""
-    name, _, number = ref.rpartition(":")
+    name, _, digits = ref.rpartition(":")
+    number = ascii_int(digits, max_digits=9)  # the version column is an integer
     version = (
-        ModelVersion.objects.filter(registered_model__name=name, version=int(number)).first()
-        if name and number.isdigit()
+        ModelVersion.objects.filter(registered_model__name=name, version=number).first()
+        if name and number is not None
         else None
     )
     if version is None:

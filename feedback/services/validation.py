@@ -24,6 +24,7 @@ from django.db import connection
 from django.db.models import Q
 
 from registry.models import Application, ModelVersion, TrafficAllocation
+from registry.numbers import ascii_int
 
 from ..constants import FUTURE_SKEW, LABEL_LOOKBACK, MAX_PAYLOAD_BYTES, retention
 from ..models import FeedbackEvent, FeedbackKind, IngestBatch
@@ -141,7 +142,7 @@ def parse_version_ref(raw: Any, i: int, errors: list[RowError]) -> tuple[str, in
     name, number = None, None
     if isinstance(raw, str) and ":" in raw:
         name, _, num = raw.rpartition(":")
-        number = int(num) if num.isdigit() else None
+        number = ascii_int(num)
     elif isinstance(raw, dict):
         name, number = raw.get("model"), raw.get("version")
     if not isinstance(name, str) or not name or type(number) is not int or number < 1:

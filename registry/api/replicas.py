@@ -27,6 +27,7 @@ from registry.models import (
     ReplicaProbeResult,
     TrafficAllocation,
 )
+from registry.numbers import ascii_int
 from registry.permissions import RegistryWrite, ReplicaWrite
 from registry.services import record_heartbeat
 from registry.services.probes import delete_golden_set, save_golden_set
@@ -74,8 +75,8 @@ class DeploymentRefField(serializers.Field):
             self.fail("unknown")
         if isinstance(data, str) and (len(data) > 200 or "\x00" in data):
             self.fail("invalid")
-        if isinstance(data, str) and data.isdigit() and int(data) > PG_BIGINT_MAX:
-            self.fail("unknown")
+        if isinstance(data, str) and data.isdigit() and ascii_int(data) is None:
+            self.fail("unknown")  # Unicode digits, or more than a bigint holds
         deployment = replica_selectors.deployment_by_ref(data)
         if deployment is None:
             self.fail("unknown")

@@ -32,6 +32,7 @@ from rest_framework.settings import api_settings
 
 from registry import selectors, services
 from registry.models import ApiToken, RegisteredModel
+from registry.numbers import ascii_int
 from registry.permissions import RegistryWrite
 from registry.roles import DEVOPS, PRODUCT, Actor
 
@@ -76,9 +77,10 @@ def validated(serializer_class: type[serializers.Serializer], request: Request) 
 
 def positive_int(value: str) -> int:
     """A path id, or a JSON 404 (not a DB error) for anything that is not one."""
-    if not value.isascii() or not value.isdigit() or len(value) > 18:
+    number = ascii_int(value)
+    if number is None:
         raise Http404
-    return int(value)
+    return number
 
 
 LOOKUP_RE = re.compile(r"[\w.-]{1,200}", re.ASCII)  # what a slug or name can be; no NUL bytes

@@ -50,6 +50,14 @@ def test_page_renders_with_data(devops_client, page):
     assert "<script>" not in html  # and inline scripts; figures travel as JSON data
 
 
+@pytest.mark.parametrize("page", ["home", "replicas"])
+@pytest.mark.parametrize("number", ["\u00b2", "9" * 5000, "-1", "x"])
+def test_a_page_number_that_is_not_one_shows_the_first_page(devops_client, page, number):
+    urls = _urls(build_fleet(apps=1))
+
+    assert devops_client.get(urls[page], {"page": number}).status_code == 200
+
+
 def _grow(first):
     """More of everything the pages read: applications, versions, deployments, replicas,
     allocations, audit events and rollups, both around and inside the first application."""

@@ -286,6 +286,19 @@ def test_file_report_for_an_unknown_application_is_400(writer):
     assert "application" in response.json()["error"]["fields"]
 
 
+@pytest.mark.parametrize("ref", ["ranker:\u00b2", "ranker:" + "9" * 30, "ranker", ":1"])
+def test_file_report_with_a_malformed_version_is_400_on_that_field(writer, served, ref):
+    app = served.deployment.application
+
+    response = writer.post(
+        REPORTS, {"application": app.slug, "kind": "other", "title": "x", "model_version": ref},
+        format="json",
+    )  # fmt: skip
+
+    assert response.status_code == 400
+    assert "model_version" in response.json()["error"]["fields"]
+
+
 def test_triage_through_the_api_needs_devops(
     writer, devops_user, token_client, feedback_report_factory
 ):

@@ -139,6 +139,9 @@ DEEP = functools.reduce(lambda inner, _: [inner], range(300), [])  # deeper than
         ({"value": True}, "value", "number"),
         ({"model_version": "ranker"}, "model_version", "<model>:<version>"),
         ({"model_version": "no-such-model:1"}, "model_version", "unknown model version"),
+        ({"model_version": "ranker:\u00b2"}, "model_version", "<model>:<version>"),  # '²'.isdigit()
+        ({"model_version": "ranker:" + "9" * 30}, "model_version", "<model>:<version>"),
+        ({"model_version": {"model": "ranker", "version": 2**63}}, "model_version", "unknown"),
         ({"role": "champion"}, "role", "role must be one of"),
         ({"role": {"arm": "canary"}}, "role", "role must be one of"),
         ({"payload": [1, 2]}, "payload", "JSON object"),

@@ -218,6 +218,16 @@ def test_csv_batches_repeat_the_header(tmp_path):
     assert [data for _, data, _ in batches] == [b"a,b\n1,2\n3,4\n", b"a,b\n5,6\n"]
 
 
+@pytest.mark.parametrize("ref", ["ranker:\u00b2", "ranker:\u0663", "ranker:0", "ranker"])
+def test_a_version_that_is_not_model_colon_ascii_number_is_an_input_error(ref):
+    from modelops_cli.__main__ import EXIT_INPUT, CliError, version_ref
+
+    with pytest.raises(CliError) as caught:
+        version_ref(ref)
+
+    assert caught.value.code == EXIT_INPUT
+
+
 def test_the_cli_imports_nothing_outside_the_standard_library():
     from pathlib import Path
 

@@ -127,6 +127,8 @@ def test_deployment_by_ref_accepts_id_and_slug_path(deployment):
     assert deployment_by_ref(f"{deployment.application.slug}/{deployment.name}") == deployment
     assert deployment_by_ref("nope") is None
     assert deployment_by_ref("/") is None
+    assert deployment_by_ref("\u00b2") is None  # a digit to str.isdigit(), not to int()
+    assert deployment_by_ref("9" * 30) is None  # beyond a bigint
 
 
 # --- query budgets ---
