@@ -11,7 +11,10 @@ deployments, 4,000 replicas and 90 days of hourly quality rollups for every serv
    client: median and p95 over 50 requests, and the SQL queries per request, also measured
    on a 10-application slice of the fleet (`queries_flat`: the same count at both sizes);
 2. throughput of the status endpoint and of /livez under 8 concurrent keep-alive clients
-   for 20 s each, against gunicorn started as the Procfile (and `make run`) starts it.
+   for 20 s each, against gunicorn started as the Procfile (and `make run`) starts it;
+3. throughput of replica heartbeats (POST /api/v1/replicas/heartbeat, each client cycling
+   through the fleet's 4,000 replicas), printed on its own line before the last: how many
+   replicas one web process pair can take at a given heartbeat interval.
 
 The last line is exactly
 
@@ -410,14 +413,20 @@ def _time_once(client, url: str) -> tuple[float, int]:
 # --- Throughput against gunicorn ---
 
 
-def _client(args: tuple[int, str, dict[str, str], float]) -> tuple[int, int]:
-    """One keep-alive client: requests until `until`; (answered, failed) counts."""
-    port, path, headers, until = args
+def _client(args: tuple[int, str, dict[str, str], float, list[bytes]]) -> tuple[int, int]:
+    """One keep-alive client: requests until `until` (POSTs of `bodies` in turn, if any,
+    else GETs); (answered, failed) counts."""
+    port, path, headers, until, bodies = args
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     done = failed = 0
+    method = "POST" if bodies else "GET"
+    headers = {**headers, "Connection": "keep-alive"}
+    if bodies:
+        headers["Content-Type"] = "application/json"
     while time.time() < until:
         try:
-            conn.request("GET", path, headers={**headers, "Connection": "keep-alive"})
+            body = bodies[done % len(bodies)] if bodies else None
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             response.read()
         except (OSError, http.client.HTTPException):
@@ -432,14 +441,48 @@ def _client(args: tuple[int, str, dict[str, str], float]) -> tuple[int, int]:
     return done, failed
 
 
-def throughput(port: int, path: str, headers: dict[str, str]) -> float:
+def throughput(
+    port: int, path: str, headers: dict[str, str], bodies: list[bytes] | None = None
+) -> float:
+    """Requests per second answered 200 by `CLIENTS` keep-alive clients over SECONDS; with
+    `bodies`, POSTs, client i starting at the i-th share of them."""
     until = time.time() + SECONDS
+    bodies = bodies or []
+    share = len(bodies) // CLIENTS
+    jobs = [(port, path, headers, until, bodies[i * share :] + bodies[: i * share])
+            for i in range(CLIENTS)]  # fmt: skip
     with multiprocessing.get_context("fork").Pool(CLIENTS) as pool:
-        counts = pool.map(_client, [(port, path, headers, until)] * CLIENTS)
+        counts = pool.map(_client, jobs)
     failed = sum(f for _, f in counts)
     if failed:
         log(f"{path}: {failed} requests failed (not counted)")
     return sum(d for d, _ in counts) / SECONDS
+
+
+def heartbeats() -> tuple[str, list[bytes]]:
+    """A replica:write token, and one heartbeat body per replica of the fleet (each
+    reporting the artifact it was loaded with)."""
+    import json
+
+    from django.contrib.auth.models import User
+
+    from registry.models import ApiToken, Replica
+    from registry.roles import Actor
+    from registry.services import create_api_token
+
+    user = User.objects.get(username="bench-devops")  # measure_pages made it a devops user
+    _, raw = create_api_token(
+        actor=Actor.system("bench"), user=user, name="bench-replicas",
+        scopes=[ApiToken.Scope.REPLICA_WRITE], ttl=timedelta(days=1),
+    )  # fmt: skip
+    rows = Replica.objects.order_by("pk").values_list(
+        "deployment_id", "instance_id", "host", "reported_sha256"
+    )
+    bodies = [
+        json.dumps({"deployment": d, "instance_id": i, "host": h, "sha256": sha}).encode()
+        for d, i, h, sha in rows
+    ]
+    return raw, bodies
 
 
 def main() -> None:
@@ -488,8 +531,18 @@ def main() -> None:
         log(f"status: {status_rps:.0f} requests/s with {CLIENTS} clients")
         livez_rps = throughput(port, "/livez", {})
         log(f"livez:  {livez_rps:.0f} requests/s with {CLIENTS} clients")
+        replica_token, beats = heartbeats()
+        beat_rps = throughput(
+            port, "/api/v1/replicas/heartbeat", {"Authorization": f"Bearer {replica_token}"}, beats
+        )
+        log(f"heartbeats: {beat_rps:.0f} requests/s with {CLIENTS} clients")
     finally:
         stop(web)
+    print(
+        f"heartbeats heartbeat_rps={beat_rps:.0f} replicas={len(beats)} "
+        f"replicas_at_15s_interval={beat_rps * 15:.0f}",
+        flush=True,
+    )
     pages = {k: v for k, v in results.items()}
     worst_median = max(v[0] for v in pages.values())
     worst_p95 = max(v[1] for v in pages.values())
