@@ -52,7 +52,22 @@ def deployment_by_ref(ref: str | int) -> Deployment | None:
 
 
 def version_by_number(*, model_name: str, version: int) -> ModelVersion | None:
-    return ModelVersion.objects.filter(registered_model__name=model_name, version=version).first()
+    return (
+        ModelVersion.objects.select_related("registered_model")
+        .filter(registered_model__name=model_name, version=version)
+        .first()
+    )
+
+
+def allocated_versions(deployment: Deployment) -> list[ModelVersion]:
+    """The versions allocated to `deployment` now, with their registered model, the highest
+    version first: what a heartbeat is checked against, and usually what it reports."""
+    return list(
+        ModelVersion.objects.select_related("registered_model")
+        .filter(allocations__deployment=deployment, allocations__valid_to__isnull=True)
+        .order_by("-version", "pk")
+        .distinct()
+    )
 
 
 def version_by_sha256(*, deployment: Deployment, sha256: str) -> ModelVersion | None:
@@ -61,7 +76,8 @@ def version_by_sha256(*, deployment: Deployment, sha256: str) -> ModelVersion | 
         deployment=deployment, valid_to__isnull=True, model_version_id=OuterRef("pk")
     )
     return (
-        ModelVersion.objects.filter(sha256=sha256.lower())
+        ModelVersion.objects.select_related("registered_model")
+        .filter(sha256=sha256.lower())
         .annotate(allocated=Exists(allocated))
         .order_by("-allocated", "-version")
         .first()

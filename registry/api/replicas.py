@@ -25,7 +25,6 @@ from registry.models import (
     ModelVersion,
     RegisteredModel,
     ReplicaProbeResult,
-    TrafficAllocation,
 )
 from registry.numbers import ascii_int
 from registry.permissions import RegistryWrite, ReplicaWrite
@@ -123,17 +122,25 @@ class HeartbeatInput(StrictInput):
             raise serializers.ValidationError(
                 {"sha256": ["Give the artifact sha256, or model and version."]}
             )
+        # the usual heartbeat reports an allocated version: found among these, no more queries
+        allocated = replica_selectors.allocated_versions(attrs["deployment"])
+        attrs["allocated"] = allocated
         attrs["model_version"] = None
+        sha256 = attrs["sha256"] = attrs.get("sha256", "").lower()
         if model is not None:
-            mv = replica_selectors.version_by_number(model_name=model, version=number)
+            mv = next(
+                (v for v in allocated if (v.registered_model.name, v.version) == (model, number)),
+                None,
+            ) or replica_selectors.version_by_number(model_name=model, version=number)
             if mv is None:
                 raise serializers.ValidationError({"version": [f"No version {number} of {model}."]})
             attrs["model_version"] = mv
-        elif attrs.get("sha256"):
-            attrs["model_version"] = replica_selectors.version_by_sha256(
-                deployment=attrs["deployment"], sha256=attrs["sha256"]
-            )
-        attrs["sha256"] = attrs.get("sha256", "").lower()
+        elif sha256:
+            attrs["model_version"] = next(
+                (v for v in allocated if v.sha256 == sha256), None
+            ) or replica_selectors.version_by_sha256(
+                deployment=attrs["deployment"], sha256=sha256
+            )  # fmt: skip
         return attrs
 
 
@@ -171,14 +178,9 @@ class HeartbeatView(APIView):
     def post(self, request: Request) -> Response:
         data = validated(HeartbeatInput, request)
         deployment = data["deployment"]
+        allocated: list[ModelVersion] = data.pop("allocated")
         replica = record_heartbeat(**data)
-        expected = sorted(
-            set(
-                TrafficAllocation.objects.filter(
-                    deployment=deployment, valid_to__isnull=True
-                ).values_list("model_version__sha256", flat=True)
-            )
-        )
+        expected = sorted({v.sha256 for v in allocated})
         mv: ModelVersion | None = data["model_version"]
         body = {
             "replica": replica.pk,
@@ -191,7 +193,9 @@ class HeartbeatView(APIView):
             "mismatched": replica.reported_sha256 not in expected,
             "heartbeat_timeout_seconds": int(deployment.heartbeat_timeout.total_seconds()),
         }
-        return Response(HeartbeatSerializer(body).data)
+        # already HeartbeatSerializer's representation (the schema documents it): building
+        # that serializer per heartbeat deep-copied its fields for nothing
+        return Response(body)
 
 
 # --- Golden sets ---

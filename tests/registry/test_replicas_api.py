@@ -94,6 +94,38 @@ def test_heartbeat_with_unallocated_artifact_is_flagged_mismatched(agent, alloca
     assert Replica.objects.get().reported_sha256 == other
 
 
+def _queries_of_a_heartbeat(agent, allocation, sha256_only: bool) -> int:
+    from django.test.utils import CaptureQueriesContext
+
+    body = beat(allocation, sha256=allocation.model_version.sha256)
+    if sha256_only:
+        del body["model"], body["version"]
+    agent.post(URL, body, format="json")  # the replica is known from now on
+    with CaptureQueriesContext(connection) as ctx:
+        response = agent.post(URL, body, format="json")
+    assert response.status_code == 200
+    return len(ctx.captured_queries)
+
+
+@pytest.mark.parametrize("sha256_only", [True, False])
+def test_a_heartbeat_of_an_allocated_version_costs_the_same_queries_however_many_serve(
+    agent, traffic_allocation_factory, model_version_factory, sha256_only
+):
+    one = traffic_allocation_factory(weight=100)
+    split = traffic_allocation_factory(weight=50)
+    for weight in (30, 20):
+        traffic_allocation_factory(
+            deployment=split.deployment, weight=weight, role="treatment",
+            model_version=model_version_factory(registered_model=split.model_version.registered_model),
+        )  # fmt: skip
+
+    counts = [_queries_of_a_heartbeat(agent, a, sha256_only) for a in (one, split)]
+
+    # auth and throttle read the cache; the deployment, its allocated versions (the reported
+    # one among them), then the locked read and upsert of the replica in a savepoint
+    assert counts == [6, 6]
+
+
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
