@@ -186,6 +186,16 @@ def fleet_status() -> list[ApplicationStatus]:
     return _statuses(Application.objects.all())
 
 
+def statuses_of(application_ids: list[int]) -> list[ApplicationStatus]:
+    """The status of these applications (those that still exist), ordered by slug."""
+    return _statuses(Application.objects.filter(pk__in=application_ids))
+
+
+def application_slugs() -> list[tuple[int, str]]:
+    """(id, slug) of every application, ordered by slug."""
+    return list(Application.objects.order_by("slug").values_list("pk", "slug"))
+
+
 # Plain rows rather than model instances: at fleet scale, building thousands of instances and
 # parsing their unused timestamps cost more than every query together.
 _APP_COLUMNS = ("id", "slug", "name", "team", "criticality", "max_model_age")

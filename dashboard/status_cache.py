@@ -144,6 +144,74 @@ def application_entry(
     return entry
 
 
+def fleet_entries(
+    render: Callable[[selectors.ApplicationStatus, Clock], dict[str, Any]],
+) -> list[Entry]:
+    """Every application's entry, ordered by slug: the same entries as application_entry's,
+    read in one round trip; those missing or no longer right are built together (the
+    set-based queries of the fleet selector, once) and stored.
+
+    The list of applications is read first, from the database, so an application created or
+    deleted shows at once; each entry is checked against its application's generation, read
+    in that same round trip (or created) before anything is built from the database.
+    """
+    apps = selectors.application_slugs()
+    if max_age_s() <= 0:
+        return _build_fleet(apps, render, {})
+    body_keys = {pk: _body_key(slug) for pk, slug in apps}
+    generation_keys = {pk: status_generation.generation_key(pk) for pk, _ in apps}
+    try:
+        found = status_generation.store().get_many([*body_keys.values(), *generation_keys.values()])
+        now = time.time()
+        ready: dict[int, Entry] = {}
+        generations: dict[int, str] = {}
+        for pk, _ in apps:
+            cached, generation = found.get(body_keys[pk]), found.get(generation_keys[pk])
+            if (
+                cached is not None
+                and generation is not None
+                and cached.application_id == pk
+                and cached.generation == generation
+                and now < cached.expires_at
+            ):
+                ready[pk] = cached
+            else:
+                generations[pk] = status_generation.read_or_create(generation_keys[pk], generation)
+    except Exception:  # the store is down: answer from the database, cache nothing
+        log.exception("status cache unavailable; answering the fleet uncached")
+        return _build_fleet(apps, render, {})
+    missing = [(pk, slug) for pk, slug in apps if pk not in ready]
+    built = _build_fleet(missing, render, generations)
+    if built:
+        try:
+            status_generation.store().set_many(
+                {body_keys[e.application_id]: e for e in built},
+                timeout=status_generation.GENERATION_TTL_S,
+            )
+        except Exception:
+            log.exception("status cache: could not store %d fleet entries", len(built))
+    ready.update((e.application_id, e) for e in built)
+    return [ready[pk] for pk, _ in apps if pk in ready]  # deleted meanwhile: left out
+
+
+def _build_fleet(
+    apps: list[tuple[int, str]],
+    render: Callable[[selectors.ApplicationStatus, Clock], dict[str, Any]],
+    generations: dict[int, str],
+) -> list[Entry]:
+    """Entries of these applications, built together; valid only for those with a
+    generation read before this call (the others are built never valid)."""
+    if not apps:
+        return []
+    started = timezone.now()  # before any read: every boundary is early, never late
+    ids = [pk for pk, _ in apps]
+    statuses = selectors.statuses_of(ids)
+    stale_at = _first_replica_stale_at([i for i in ids if i in generations], started)
+    return [
+        _entry_of(s, render, generations.get(s.id), started, stale_at.get(s.id)) for s in statuses
+    ]
+
+
 # slug -> application id, per process: lets one round trip fetch an entry and the
 # generation it must match. Only a hint: the entry's own application id decides.
 _application_of: dict[str, int] = {}
@@ -189,6 +257,21 @@ def _build(
     """Compute the entry; valid only with a generation read before this call."""
     started = timezone.now()  # before any read: every boundary below is early, never late
     status = selectors.application_status(slug)
+    stale_at = None
+    if generation is not None:  # only a valid entry needs to know when it turns wrong
+        stale_at = _first_replica_stale_at([status.id], started).get(status.id)
+    return _entry_of(status, render, generation, started, stale_at)
+
+
+def _entry_of(
+    status: selectors.ApplicationStatus,
+    render: Callable[[selectors.ApplicationStatus, Clock], dict[str, Any]],
+    generation: str | None,
+    started: datetime,
+    stale_at: datetime | None,
+) -> Entry:
+    """The entry of a status read after `started` (and after `generation` was read), whose
+    first reporting replica goes stale at `stale_at`."""
     clock: Clock = []
     payload = render(status, clock)
     etag = etag_of(payload)
@@ -198,7 +281,8 @@ def _build(
     expires_at = 0.0
     if generation is not None:
         expires_at = min(
-            started + timedelta(seconds=max_age_s()), _changes_by_itself_at(status, started)
+            started + timedelta(seconds=max_age_s()),
+            _changes_by_itself_at(status, started, stale_at),
         ).timestamp()
     return Entry(
         application_id=status.id,
@@ -217,15 +301,17 @@ def _rows(status: selectors.ApplicationStatus, clock: Clock) -> list[tuple[Any, 
     return list(zip(clock, versions, strict=True))
 
 
-def _changes_by_itself_at(status: selectors.ApplicationStatus, now: datetime) -> datetime:
-    """The first instant after `now` at which the status changes without any write."""
+def _changes_by_itself_at(
+    status: selectors.ApplicationStatus, now: datetime, stale_at: datetime | None
+) -> datetime:
+    """The first instant after `now` at which the status changes without any write
+    (`stale_at`: when its first replica reporting at `now` stops counting as reporting)."""
     moments = [_window_moves_at(now)]
     slo = timedelta(seconds=status.max_model_age_s)
     for v in status.versions:
         if not v.slo_breached:
             # age_seconds (whole seconds) > SLO from trained_at + SLO + 1 s on
             moments.append(v.trained_at + slo + timedelta(seconds=1))
-    stale_at = _first_replica_stale_at(status.id, now)
     if stale_at is not None:
         moments.append(stale_at)
     return min(moments)
@@ -239,14 +325,22 @@ def _window_moves_at(now: datetime) -> datetime:
     return first_kept + ONLINE_WINDOW
 
 
-def _first_replica_stale_at(application_id: int, now: datetime) -> datetime | None:
-    """When the first replica reporting at `now` stops counting as reporting."""
+def _first_replica_stale_at(application_ids: list[int], now: datetime) -> dict[int, datetime]:
+    """Per application (those with a replica reporting at `now`), when the first such replica
+    stops counting as reporting: one query for any number of applications."""
     timeout = F("deployment__heartbeat_timeout")
     fresh_after = ExpressionWrapper(Value(now) - timeout, output_field=DateTimeField())
     stale_at = ExpressionWrapper(F("last_heartbeat_at") + timeout, output_field=DateTimeField())
-    return Replica.objects.filter(
-        deployment__application_id=application_id, last_heartbeat_at__gte=fresh_after
-    ).aggregate(at=Min(stale_at))["at"]
+    rows = (
+        Replica.objects.filter(
+            deployment__application_id__in=application_ids, last_heartbeat_at__gte=fresh_after
+        )
+        .values("deployment__application_id")
+        .annotate(at=Min(stale_at))
+        .order_by()
+        .values_list("deployment__application_id", "at")
+    )
+    return dict(rows)
 
 
 # --- Invalidation for writes through the ORM (services, admin, factories) ---

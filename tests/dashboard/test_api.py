@@ -218,11 +218,26 @@ def test_fleet_status_query_count_is_constant(
 ):
     make_fleet(apps=size, deployments=2, versions=size, replicas=size)
 
-    with django_assert_num_queries(7):  # + online accuracy, firing alerts
+    # built (nothing cached yet): the list of applications, then the application status
+    # queries (+ online accuracy, firing alerts) once for all, and when replicas go stale
+    with django_assert_num_queries(9):
         response = api_client.get(reverse("fleet-status"))
 
     assert response.status_code == 200
     assert len(response.json()["applications"]) == size
+
+
+@pytest.mark.parametrize("size", [1, 5])
+def test_a_warm_fleet_status_reads_only_the_list_of_applications(
+    api_client, make_fleet, django_assert_num_queries, size
+):
+    make_fleet(apps=size, deployments=2, versions=size, replicas=size)
+    first = api_client.get(reverse("fleet-status")).json()
+
+    with django_assert_num_queries(1):  # every entry from the cache, checked by generation
+        response = api_client.get(reverse("fleet-status"))
+
+    assert response.json() == first
 
 
 def test_fleet_status_returns_every_application_in_the_per_app_shape(

@@ -552,3 +552,93 @@ def test_a_warm_hit_with_a_bearer_token_is_one_cache_round_trip(
 
     assert client.get(status_url("home-feed")).status_code == 200
     assert calls == ["get_many"]  # token, its generation, the entry and its generation
+
+
+# --- The fleet: the same entries, read together ---
+
+FLEET = reverse("fleet-status")
+
+
+def fleet(client) -> dict:
+    response = client.get(FLEET)
+    assert response.status_code == 200
+    return {a["application"]["slug"]: a for a in response.json()["applications"]}
+
+
+def test_the_fleet_and_the_application_answer_the_same_entry(api_client, serving):
+    warm(api_client)
+    api_client.get(FLEET)
+
+    assert fleet(api_client)["home-feed"] == get(api_client)
+
+
+def test_the_fleet_cached_answers_what_the_fleet_uncached_does(api_client, serving, settings):
+    fleet(api_client)
+    cached = fleet(api_client)
+    settings.STATUS_CACHE_MAX_AGE_S = 0
+
+    assert fleet(api_client) == cached
+
+
+def test_an_allocation_change_shows_at_once_in_the_fleet(api_client, serving, devops_actor):
+    from registry.services import AllocationSpec, set_allocation
+
+    app, dep, control, canary = serving
+    fleet(api_client)
+    fleet(api_client)
+
+    set_allocation(
+        actor=devops_actor,
+        deployment=dep,
+        allocations=[AllocationSpec(model_version=canary, weight=100)],
+    )
+
+    assert [v["weight"] for v in prod(fleet(api_client)["home-feed"])["versions"]] == [100]
+
+
+def test_a_replica_going_stale_shows_in_the_fleet_without_a_write(api_client, serving):
+    from registry.services import record_heartbeat
+
+    app, dep, control, canary = serving
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        record_heartbeat(deployment=dep, instance_id="pod-1", model_version=control)
+        fleet(api_client)
+        assert prod(fleet(api_client)["home-feed"])["replicas"]["reporting"] == 1
+
+    with time_machine.travel(start + dep.heartbeat_timeout + timedelta(seconds=1), tick=False):
+        replicas = prod(fleet(api_client)["home-feed"])["replicas"]
+
+    assert (replicas["reporting"], replicas["stale"]) == (0, 1)
+
+
+def test_an_application_created_or_deleted_shows_in_the_fleet_at_once(
+    api_client, serving, application_factory
+):
+    fleet(api_client)
+    fleet(api_client)
+    created = application_factory(slug="aa-new")
+
+    assert list(fleet(api_client)) == ["aa-new", "home-feed"]
+    created.delete()
+    assert list(fleet(api_client)) == ["home-feed"]
+
+
+def test_the_fleet_etag_holds_until_an_application_changes(api_client, serving, devops_actor):
+    from registry.services import update_application
+
+    etag = api_client.get(FLEET)["ETag"]
+    assert api_client.get(FLEET, HTTP_IF_NONE_MATCH=etag).status_code == 304
+
+    update_application(actor=devops_actor, application=serving[0], team="x")
+
+    assert api_client.get(FLEET, HTTP_IF_NONE_MATCH=etag).status_code == 200
+
+
+def test_without_a_reachable_store_the_fleet_answers_uncached(api_client, serving, monkeypatch):
+    def down(*args, **kwargs):
+        raise ConnectionError("store down")
+
+    monkeypatch.setattr(status_generation.store(), "get_many", down)
+
+    assert "home-feed" in fleet(api_client)
