@@ -104,13 +104,13 @@ def submit_batch(
         # no unique key can clash: one INSERT, durable when it returns (autocommit), then
         # the enqueue (at once, or at the commit of a caller's transaction)
         _insert_batch(batch)
-        transaction.on_commit(lambda: enqueue_batch(batch.pk))
+        transaction.on_commit(enqueue_batch)
         batch.raw = b""
         return batch, True
     try:
         with transaction.atomic():
             batch.save(force_insert=True)
-            transaction.on_commit(lambda: enqueue_batch(batch.pk))
+            transaction.on_commit(enqueue_batch)
     except IntegrityError:
         # a concurrent retry with the same key got there first
         first = _batch_for_key(user, idempotency_key, sha)
@@ -170,8 +170,8 @@ def _batch_for_key(user: Any, key: str, sha: str) -> IngestBatch | None:
     return first
 
 
-def enqueue_batch(batch_id: int) -> None:
-    """Make sure a worker will expand this (committed) batch: wake the ingest queue.
+def enqueue_batch() -> None:
+    """Make sure a worker will expand the batch just committed: wake the ingest queue.
 
     One message serves many batches: each ingest task expands every open batch, a group at a
     time (`drain_open_batches`). So a message is sent only when none is waiting: a flag in the

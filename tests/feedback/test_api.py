@@ -101,13 +101,17 @@ def test_post_feedback_checks_the_token_every_time_without_the_cache(
 def test_post_feedback_enqueues_the_batch_after_commit(
     writer, app_slug, django_capture_on_commit_callbacks, monkeypatch
 ):
-    sent = []
-    monkeypatch.setattr("feedback.services.ingest.enqueue_batch", sent.append)
+    stored_when_sent = []
+    monkeypatch.setattr(
+        "feedback.services.ingest.enqueue_batch",
+        lambda: stored_when_sent.append(IngestBatch.objects.count()),
+    )
 
-    with django_capture_on_commit_callbacks(execute=True):
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
         post_json(writer, [event(app_slug)])
 
-    assert sent == [IngestBatch.objects.get().pk]
+    assert len(callbacks) == 1  # run at the commit, not before
+    assert stored_when_sent == [1]
 
 
 def test_post_feedback_keeps_the_request_id_for_the_workers_log(writer, app_slug):

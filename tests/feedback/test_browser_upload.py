@@ -16,7 +16,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 @pytest.mark.django_db(transaction=True)
 def test_browser_upload_with_one_bad_row(page, live_server, served, tmp_path, monkeypatch):
     # the broker is a boundary: this test plays the worker itself, below
-    monkeypatch.setattr("feedback.services.ingest.enqueue_batch", lambda batch_id: None)
+    monkeypatch.setattr("feedback.services.ingest.enqueue_batch", lambda: None)
     rf.UserFactory(username="pat", roles=["product"])
     slug = served.deployment.application.slug
     rows = [event(slug, "click") for _ in range(3)]

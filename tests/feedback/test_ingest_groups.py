@@ -191,17 +191,17 @@ def messages(monkeypatch):
 
 
 def test_one_message_wakes_the_worker_for_many_batches(messages):
-    for batch_id in (1, 2, 3):
-        enqueue_batch(batch_id)
+    for _ in range(3):  # three batches committed
+        enqueue_batch()
 
     assert len(messages) == 1
 
 
 def test_a_task_drops_the_flag_before_it_looks_so_the_next_batch_wakes_it_again(messages, db):
-    enqueue_batch(1)
+    enqueue_batch()
     drain_open_batches()  # the worker runs the task (nothing is open)
 
-    enqueue_batch(2)
+    enqueue_batch()
 
     assert len(messages) == 2
 
@@ -213,12 +213,12 @@ def test_an_enqueue_the_broker_refuses_leaves_no_flag_behind(messages, monkeypat
         raise ConnectionError("broker down")
 
     monkeypatch.setattr(tasks.ingest_feedback_batch_task, "apply_async", refuse)
-    enqueue_batch(1)  # logged; the sweeper recovers the batch
+    enqueue_batch()  # logged; the sweeper recovers the batch
     monkeypatch.setattr(
         tasks.ingest_feedback_batch_task, "apply_async", lambda **kw: messages.append(kw)
     )
 
-    enqueue_batch(2)
+    enqueue_batch()
 
     assert len(messages) == 1
 
