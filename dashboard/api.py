@@ -5,7 +5,8 @@ so a client polling with If-None-Match gets 304 until something really changes (
 allocation, a replica going stale, a rollout step, an SLO breach) and recomputes ages from
 `trained_at` in between. The per-application body is cached (dashboard.status_cache) under
 a generation that every write affecting it bumps, and only until the first instant at which
-time alone changes it, so a change is visible on the next request.
+time alone changes it, so a change is visible on the next request. The fleet endpoint serves
+the same entries, read together.
 """
 
 from __future__ import annotations
@@ -197,23 +198,6 @@ def _matches(if_none_match: str, etag: str) -> bool:
         return True
     wanted = etag.removeprefix("W/")
     return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
-
-
-def conditional_response(
-    request: Request, payload: dict[str, Any], clock: list[tuple[dict[str, Any], int]]
-) -> Response:
-    """200 with a weak ETag, or 304 without a body when the client already has this state.
-
-    The ETag hashes the body while every age_seconds is still null, so the passing of time
-    alone never changes it; the ages are filled in afterwards.
-    """
-    etag = status_cache.etag_of(payload)
-    headers = _headers(etag)
-    if _matches(request.headers.get("If-None-Match", ""), etag):
-        return Response(status=304, headers=headers)
-    for row, age in clock:
-        row["age_seconds"] = age
-    return Response(payload, headers=headers)
 
 
 def _headers(etag: str) -> dict[str, str]:
