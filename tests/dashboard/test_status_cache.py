@@ -642,3 +642,21 @@ def test_without_a_reachable_store_the_fleet_answers_uncached(api_client, servin
     monkeypatch.setattr(status_generation.store(), "get_many", down)
 
     assert "home-feed" in fleet(api_client)
+
+
+def test_a_slug_passed_to_another_application_shows_the_new_owner_in_the_fleet(
+    api_client, serving, application_factory
+):
+    app, dep, control, canary = serving
+    fleet(api_client)
+    fleet(api_client)  # an entry for home-feed, of this application, is cached
+    app.slug = "home-feed-old"
+    app.save()
+    newcomer = application_factory(slug="home-feed", name="Newcomer")
+
+    apps = fleet(api_client)
+
+    assert apps["home-feed"]["application"]["name"] == "Newcomer"
+    assert apps["home-feed"]["deployments"] == []
+    assert prod(apps["home-feed-old"])["versions"]
+    assert newcomer.pk != app.pk
