@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpResponse
@@ -205,35 +206,36 @@ def _headers(etag: str) -> dict[str, str]:
 
 
 def entry_response(request: Request, entry: status_cache.Entry) -> HttpResponse:
-    """A cached status as 304, or as its JSON body with the ages of this instant.
-
-    Plain JSON goes out as the stored bytes; another negotiated rendering (the browsable
-    API, an indented JSON) gets the same data through DRF.
-    """
-    headers = _headers(entry.etag)
-    if _matches(request.headers.get("If-None-Match", ""), entry.etag):
-        return Response(status=304, headers=headers)
-    body = entry.body()
-    renderer = getattr(request, "accepted_renderer", None)
-    if type(renderer) is JSONRenderer and request.accepted_media_type == renderer.media_type:
-        return HttpResponse(body, content_type=renderer.media_type, headers=headers)
-    return Response(json.loads(body), headers=headers)
+    """A cached status as 304, or as its JSON body with the ages of this instant."""
+    return _conditional(request, entry.etag, entry.body)
 
 
 def fleet_response(request: Request, entries: list[status_cache.Entry]) -> HttpResponse:
     """The fleet's status from its applications' entries: 304 when the client holds the same
     entries (the ETag hashes theirs, in order), else their bodies in one JSON list."""
     digest = hashlib.sha256("\n".join(e.etag for e in entries).encode()).hexdigest()[:32]
-    etag = f'W/"{digest}"'
+
+    def body() -> bytes:
+        now = time.time()  # one instant for every age in the answer
+        return b'{"applications":[' + b",".join(e.body(now) for e in entries) + b"]}"
+
+    return _conditional(request, f'W/"{digest}"', body)
+
+
+def _conditional(request: Request, etag: str, body: Callable[[], bytes]) -> HttpResponse:
+    """304 when the client holds `etag`, else the JSON `body()` (built only then).
+
+    Plain JSON goes out as the bytes; another negotiated rendering (the browsable API, an
+    indented JSON) gets the same data through DRF.
+    """
     headers = _headers(etag)
     if _matches(request.headers.get("If-None-Match", ""), etag):
         return Response(status=304, headers=headers)
-    now = time.time()  # one instant for every age in the answer
-    body = b'{"applications":[' + b",".join(e.body(now) for e in entries) + b"]}"
+    data = body()
     renderer = getattr(request, "accepted_renderer", None)
     if type(renderer) is JSONRenderer and request.accepted_media_type == renderer.media_type:
-        return HttpResponse(body, content_type=renderer.media_type, headers=headers)
-    return Response(json.loads(body), headers=headers)
+        return HttpResponse(data, content_type=renderer.media_type, headers=headers)
+    return Response(json.loads(data), headers=headers)
 
 
 # --- Views ---
