@@ -26,6 +26,7 @@ from registry.exceptions import InvalidInput
 from registry.models import ApiToken, Application, ModelVersion
 from registry.numbers import ascii_int
 from registry.permissions import FeedbackWrite, ScopedPermission
+from registry.replica_selectors import version_by_number
 from registry.roles import DEVOPS, Actor
 from registry.throttling import SlidingWindowScopedRateThrottle
 
@@ -33,6 +34,7 @@ from .. import selectors, services
 from ..constants import MAX_REQUEST_BYTES
 from ..models import FeedbackReport, IngestBatch
 from ..services import EnvelopeError
+from ..services.validation import parse_version_ref
 from .serializers import (
     FeedbackEventInput,
     FeedbackReportInput,
@@ -355,14 +357,10 @@ class FeedbackReportViewSet(
 
 
 def resolve_version_ref(ref: str) -> ModelVersion:
-    """'<model>:<version>' -> the version, or a field-level 400."""
-    name, _, digits = ref.rpartition(":")
-    number = ascii_int(digits, max_digits=9)  # the version column is an integer
-    version = (
-        ModelVersion.objects.filter(registered_model__name=name, version=number).first()
-        if name and number is not None
-        else None
-    )
+    """'<model>:<version>' -> the version, or a field-level 400 (parsed as an event's
+    model_version is)."""
+    parsed = parse_version_ref(ref, 0, [])
+    version = version_by_number(model_name=parsed[0], version=parsed[1]) if parsed else None
     if version is None:
         raise InvalidInput(f"unknown model version {ref!r}", field="model_version")
     return version

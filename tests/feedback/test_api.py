@@ -290,7 +290,9 @@ def test_file_report_for_an_unknown_application_is_400(writer):
     assert "application" in response.json()["error"]["fields"]
 
 
-@pytest.mark.parametrize("ref", ["ranker:\u00b2", "ranker:" + "9" * 30, "ranker", ":1"])
+@pytest.mark.parametrize(
+    "ref", ["ranker:\u00b2", "ranker:" + "9" * 30, "ranker:" + "9" * 12, "ranker:0", "ranker", ":1"]
+)
 def test_file_report_with_a_malformed_version_is_400_on_that_field(writer, served, ref):
     app = served.deployment.application
 
