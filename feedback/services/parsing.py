@@ -91,7 +91,8 @@ def _json_envelope(raw: bytes) -> list[Any]:
     rejected alone by the worker (decode_events)."""
     try:
         body = _ENVELOPE.decode(raw)
-        raw.decode("utf-8")
+        if not raw.isascii():  # ASCII is UTF-8: no need to build the text to check it
+            raw.decode("utf-8")
     except msgspec.ValidationError as exc:  # JSON, but a number, string, true/false or null
         raise EnvelopeError("the body must be one event (an object) or a list of events") from exc
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
