@@ -119,6 +119,11 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env_int("DB_CONNECT_TIMEOUT_S", 3)
     )
+    # Statements sent with server-side binding are prepared at their first execution: only
+    # the ingest path's own cursors (feedback.services.ingest._bound_cursor) bind that way;
+    # Django's cursors bind client-side and never prepare. Behind a pooler in transaction mode
+    # this needs its prepared-statement support (PgBouncer >= 1.21, max_prepared_statements).
+    DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

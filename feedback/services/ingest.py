@@ -139,16 +139,30 @@ def _bound_cursor(*, binary: bool = False) -> Any:
     """A cursor that sends parameters bound (server-side) on PostgreSQL, where Django's own
     cursors inline them, and with `binary` receives results in binary form (a bytea arrives
     as its bytes, not as hex text twice its size that both sides format and parse); still
-    wrapped by Django, so queries are logged and counted."""
+    wrapped by Django, so queries are logged and counted.
+
+    Its statements are prepared once per connection (settings: prepare_threshold 0): planned
+    anew, the batch insert copied its 200 KB parameter into the plan, 0.35-0.5 ms of
+    PostgreSQL CPU per request (1.4 against 0.9-1.1 ms measured, six interleaved rounds)."""
     if connection.vendor != "postgresql":
         return connection.cursor()
     connection.ensure_connection()
-    cursor = psycopg.Cursor(connection.connection)
+    cursor = _Cursor(connection.connection)
     if binary:
         cursor.format = psycopg.pq.Format.BINARY
     # _prepare_cursor: Django's own wrapping of a driver cursor (debug logging, execute
     # wrappers); private API, so the ingest tests count this insert among the request's queries
     return connection._prepare_cursor(cursor)
+
+
+class _Cursor(psycopg.Cursor):
+    """psycopg's cursor, noting a statement it sends prepared where Django's query log reads
+    it (psycopg 3.3 sets `_query` only for statements sent unprepared; the API's query tests
+    would otherwise see the batch insert as None)."""
+
+    def _send_query_prepared(self, name: bytes, pgq: Any, *, binary: bool | None = None) -> None:
+        self._query = pgq
+        super()._send_query_prepared(name, pgq, binary=binary)
 
 
 @functools.cache

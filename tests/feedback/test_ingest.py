@@ -1,13 +1,15 @@
 import functools
 from datetime import timedelta
 
+import orjson
 import pytest
 from django.db import connection
 from django.utils import timezone
 
 from feedback.models import FeedbackEvent, IngestBatch, QualityRollup
-from feedback.services import claim_batch, ingest_feedback_batch
+from feedback.services import claim_batch, ingest_feedback_batch, submit_batch
 from registry.models import TrafficAllocation
+from registry.roles import Actor
 from tests.factories.feedback import event
 from tests.markers import needs_postgres
 
@@ -360,6 +362,20 @@ def test_submissions_are_stored_with_lz4_where_postgresql_has_it():
             "WHERE attrelid = 'feedback_ingestbatch'::regclass AND attname = 'raw'"
         )
         assert cursor.fetchone()[0] == "l"
+
+
+@needs_postgres
+def test_the_batch_insert_is_a_statement_prepared_once_per_connection(app_slug):
+    for _ in range(2):
+        submit_batch(actor=Actor.system("tests"), raw=orjson.dumps([event(app_slug)]))
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements "
+            "WHERE statement LIKE 'INSERT INTO feedback_ingestbatch %%'"
+        )
+        assert cursor.fetchone()[0] == 1
+    assert IngestBatch.objects.count() == 2
 
 
 def test_a_batch_mixing_stored_and_new_events_keeps_exactly_the_new_ones(ingest, app_slug):
