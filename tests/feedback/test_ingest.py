@@ -1,5 +1,6 @@
 import functools
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 
 import orjson
 import pytest
@@ -44,6 +45,21 @@ def test_ingest_feedback_batch_adds_events_to_hourly_rollups(ingest, app_slug):
     rollup = QualityRollup.objects.get()
     assert (rollup.kind, rollup.count, rollup.sum, rollup.sum_sq) == ("click", 2, 4.0, 10.0)
     assert rollup.hour == at.replace(minute=0, second=0, microsecond=0)
+
+
+def test_rollup_hours_are_utc_hours_whatever_the_offset_of_occurred_at(ingest, app_slug):
+    utc = (timezone.now() - timedelta(hours=3)).replace(minute=40, second=0, microsecond=0)
+    india = utc.astimezone(dt_timezone(timedelta(hours=5, minutes=30)))  # 20 minutes past
+    events = [
+        event(app_slug, "click", occurred_at=utc.isoformat()),
+        event(app_slug, "click", occurred_at=india.isoformat()),
+        event(app_slug, "click", occurred_at=utc.replace(tzinfo=None).isoformat()),  # naive
+    ]
+
+    ingest(events)
+
+    rollup = QualityRollup.objects.get()
+    assert (rollup.count, rollup.hour) == (3, utc.replace(minute=0))
 
 
 def test_ingest_same_events_twice_reports_duplicates_and_keeps_rollups(ingest, app_slug):
