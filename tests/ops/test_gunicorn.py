@@ -80,3 +80,14 @@ def test_every_worker_reports_the_same_figures(gunicorn, ingest_batch_factory):
 
     assert first == {2}
     assert second == {3}
+
+
+def test_the_wsgi_module_loads_every_view_before_the_first_request():
+    # gunicorn preloads dashboard.wsgi in its master (gunicorn.conf.py) and forks workers from
+    # it: they must not import the views during their first requests
+    probe = "import sys, dashboard.wsgi; print('feedback.api.views' in sys.modules)"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "dashboard.settings"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "True"
