@@ -34,7 +34,7 @@ from .. import selectors, services
 from ..constants import MAX_REQUEST_BYTES
 from ..models import FeedbackReport, IngestBatch
 from ..services import EnvelopeError
-from ..services.validation import parse_version_ref
+from ..services.event_checks import parse_version_ref
 from .serializers import (
     FeedbackEventInput,
     FeedbackReportInput,

@@ -48,8 +48,9 @@ from ..constants import (
     ingest_queue,
 )
 from ..models import FeedbackEvent, FeedbackSource, IngestBatch, QualityRollup
+from .event_checks import Candidate, Checked
 from .parsing import check_envelope
-from .validation import Candidate, Checked, check_and_resolve_group
+from .validation import check_and_resolve_group
 
 log = logging.getLogger(__name__)
 State = IngestBatch.State

@@ -1,6 +1,6 @@
 """The field checks of a JSON submission whose events are all well-formed, mostly in C.
 
-The worker's per-event checks (validation.check_event) were the largest share of its CPU:
+The worker's per-event checks (event_checks.check_event) were the largest share of its CPU:
 about 2.1 ms per 1,000 events, for decoding the JSON and then looking at every field in
 Python. Here msgspec decodes the submission straight into typed structs, checking types,
 lengths and choices as it parses; the event_ids' canonical form is checked for all of them
@@ -26,7 +26,7 @@ from registry.models import TrafficAllocation
 
 from ..constants import MAX_PAYLOAD_BYTES
 from ..models import FeedbackKind
-from .validation import NESTED, Candidate, Window, json_size, parse_version_ref
+from .event_checks import NESTED, Candidate, Window, json_size, parse_version_ref
 
 _Kind = Literal[tuple(FeedbackKind.values)]  # type: ignore[valid-type]
 _Role = Literal[tuple(TrafficAllocation.Role.values)]  # type: ignore[valid-type]

@@ -480,8 +480,8 @@ def test_a_labelled_feedback_rollup_shows_once_its_writer_bumps(api_client, serv
 
 
 def test_ingested_labelled_feedback_shows_at_once(api_client, serving):
+    from feedback.services.event_checks import Candidate
     from feedback.services.ingest import add_to_rollups
-    from feedback.services.validation import Candidate
 
     app, dep, control, canary = serving
     warm(api_client)

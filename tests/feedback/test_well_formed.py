@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from feedback.models import FeedbackKind
+from feedback.services.event_checks import Window, field_checks
 from feedback.services.parsing import decode_events
-from feedback.services.validation import Window, field_checks
 from feedback.services.well_formed import _all_canonical, well_formed_candidates
 from registry.models import TrafficAllocation
 from tests.factories.feedback import event
