@@ -29,7 +29,8 @@ from django.db.models import (
 from django.utils import timezone
 
 from feedback.analysis import analyse_rollout, step_progress
-from feedback.models import FeedbackReport, QualityRollup
+from feedback.models import FeedbackReport, FeedbackSource, QualityRollup
+from feedback.selectors import sources_of
 from registry.models import (
     Application,
     AuditEvent,
@@ -84,13 +85,14 @@ class ApplicationPage:
     quality: list[charts.QualityPoint]
     markers: list[charts.Marker]
     reports: list[FeedbackReport]
+    sources: list[FeedbackSource]
     rollouts: list[Rollout]
     audit: list[AuditEvent]
     since: datetime
 
 
 def application_page(*, slug: str, window: str = DEFAULT_WINDOW) -> ApplicationPage | None:
-    """Everything the application page shows, or None for an unknown slug (13 queries)."""
+    """Everything the application page shows, or None for an unknown slug (14 queries)."""
     application = Application.objects.filter(slug=slug).first()
     if application is None:
         return None
@@ -107,6 +109,7 @@ def application_page(*, slug: str, window: str = DEFAULT_WINDOW) -> ApplicationP
                 "model_version__registered_model", "reported_by"
             )[:20]
         ),
+        sources=list(sources_of(application)),
         # the joins these rows show, not all of rollout_list()'s: each join costs compile and
         # planning time on every page view
         rollouts=list(

@@ -81,7 +81,7 @@ def _grow(first):
 
 
 # budgets: session + user + the user's groups (menu) are 3; the rest is the page's own
-BUDGETS = {"home": 17, "application": 17, "model": 10, "rollout": 12, "replicas": 8, "audit": 8}
+BUDGETS = {"home": 17, "application": 18, "model": 10, "rollout": 12, "replicas": 8, "audit": 8}
 
 
 @pytest.mark.parametrize("page", list(BUDGETS))
@@ -96,6 +96,26 @@ def test_page_query_count_is_flat(devops_client, django_assert_max_num_queries, 
         assert devops_client.get(small[page]).status_code == 200
 
     assert len(large_run.captured_queries) == len(small_run.captured_queries)
+
+
+def test_application_page_shows_its_pull_sources_last_success_and_last_error(viewer_client):
+    from tests.factories.feedback import FeedbackSourceFactory
+
+    app = build_fleet(apps=1)[0][0]
+    FeedbackSourceFactory(
+        application=app, name="clickstream", last_success_at=timezone.now(),
+        consecutive_failures=3, last_error="HTTP 503 from upstream",
+        last_error_at=timezone.now(), next_poll_at=timezone.now(),
+    )  # fmt: skip
+    FeedbackSourceFactory(name="elsewhere")  # another application's
+
+    response = viewer_client.get(reverse("dashboard:application-detail", args=[app.slug]))
+
+    page = response.content.decode()
+    assert "clickstream" in page
+    assert "HTTP 503 from upstream" in page
+    assert "3 in a row" in page
+    assert "elsewhere" not in page
 
 
 def test_rollout_action_pauses_with_the_reason_in_the_audit_log(devops_client):
