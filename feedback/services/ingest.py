@@ -470,10 +470,10 @@ def _expand_group(ids: list[int], claimed_at: datetime) -> list[_Done]:
     claims = _lock_claims(ids, claimed_at)
     all_checked = check_and_resolve_group([claim[1:4] for claim in claims], now=now)
     for (batch_id, *_, request_id), checked in zip(claims, all_checked, strict=True):
-        ids = {c.event_id for c in checked.candidates}
-        if len(ids) == len(checked.candidates) and seen.isdisjoint(ids):
+        event_ids = {c.event_id for c in checked.candidates}
+        if len(event_ids) == len(checked.candidates) and seen.isdisjoint(event_ids):
             fresh = list(checked.candidates)  # the usual case, found with set operations
-            seen |= ids
+            seen |= event_ids
         else:
             fresh = []
             for c in checked.candidates:
