@@ -6,12 +6,15 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from registry.admin import ASSUME_HTTPS
+
 from . import webhooks
 from .models import WebhookDelivery, WebhookSubscription
 
 
 @admin.register(WebhookSubscription)
 class WebhookSubscriptionAdmin(admin.ModelAdmin):
+    formfield_overrides = ASSUME_HTTPS
     list_display = ["name", "url", "events", "application", "enabled", "updated_at"]
     list_filter = ["enabled"]
     search_fields = ["name", "url"]

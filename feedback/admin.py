@@ -6,11 +6,14 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from registry.admin import ASSUME_HTTPS
+
 from .models import FeedbackReport, FeedbackSource, IngestBatch, QualityRollup
 
 
 @admin.register(FeedbackSource)
 class FeedbackSourceAdmin(admin.ModelAdmin):
+    formfield_overrides = ASSUME_HTTPS
     list_display = [
         "name", "application", "kind", "interval", "enabled", "last_success_at",
         "consecutive_failures", "last_error_at", "next_poll_at",

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from .models import (
     AliasAssignment,
@@ -13,6 +14,9 @@ from .models import (
     Rollout,
     TrafficAllocation,
 )
+
+# A URL typed without a scheme is taken as https (Django 6's default; 5.2 warns without it).
+ASSUME_HTTPS = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(Application)
@@ -38,6 +42,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
+    formfield_overrides = ASSUME_HTTPS
     list_display = ["registered_model", "version", "stage", "format", "framework", "trained_at"]
     list_filter = ["stage", "format", "framework"]
     search_fields = ["registered_model__name", "sha256"]
@@ -63,6 +68,7 @@ class TrafficAllocationInline(admin.TabularInline):
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
+    formfield_overrides = ASSUME_HTTPS
     list_display = ["__str__", "environment", "desired_replicas", "endpoint_url"]
     list_filter = ["environment"]
     list_select_related = ["application"]
@@ -71,6 +77,7 @@ class DeploymentAdmin(admin.ModelAdmin):
 
 @admin.register(Replica)
 class ReplicaAdmin(admin.ModelAdmin):
+    formfield_overrides = ASSUME_HTTPS
     list_display = [
         "instance_id",
         "deployment",
