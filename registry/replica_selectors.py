@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models import (
     BooleanField,
     Case,
@@ -31,24 +33,43 @@ from .models import (
     Deployment,
     GoldenSet,
     ModelVersion,
+    RegisteredModel,
     Replica,
     ReplicaProbeResult,
     TrafficAllocation,
 )
 from .numbers import ascii_int
 
+# The two reads of every replica heartbeat, as raw SQL: compiling the ORM queries cost
+# 0.6-0.9 ms of CPU each, most of a heartbeat's reads (RawQuerySet still converts the values
+# with the model's fields). The tables' names are fixed; only values are parameters.
+_DEPLOYMENT_BY_ID = "SELECT d.* FROM registry_deployment d WHERE d.id = %s"
+_DEPLOYMENT_BY_NAME = (
+    "SELECT d.* FROM registry_deployment d "
+    "JOIN registry_application a ON a.id = d.application_id WHERE a.slug = %s AND d.name = %s"
+)
+_ALLOCATED_VERSIONS = (
+    "SELECT v.*, m.name AS registered_model_name FROM registry_modelversion v "
+    "JOIN registry_registeredmodel m ON m.id = v.registered_model_id "
+    "WHERE v.id IN (SELECT t.model_version_id FROM registry_trafficallocation t "
+    "WHERE t.deployment_id = %s AND t.valid_to IS NULL) ORDER BY v.version DESC, v.id"
+)
+
 
 def deployment_by_ref(ref: str | int) -> Deployment | None:
     """A deployment by id (42 or "42") or by "application-slug/deployment-name"."""
     text = str(ref).strip()
-    queryset = Deployment.objects.select_related("application")
     if text.isdigit():
         pk = ascii_int(text)
-        return None if pk is None else queryset.filter(pk=pk).first()
+        return None if pk is None else _first(Deployment.objects.raw(_DEPLOYMENT_BY_ID, [pk]))
     slug, sep, name = text.partition("/")
     if not sep or not slug or not name:
         return None
-    return queryset.filter(application__slug=slug, name=name).first()
+    return _first(Deployment.objects.raw(_DEPLOYMENT_BY_NAME, [slug, name]))
+
+
+def _first(rows: Any) -> Any:
+    return next(iter(rows), None)
 
 
 def version_by_number(*, model_name: str, version: int) -> ModelVersion | None:
@@ -60,14 +81,15 @@ def version_by_number(*, model_name: str, version: int) -> ModelVersion | None:
 
 
 def allocated_versions(deployment: Deployment) -> list[ModelVersion]:
-    """The versions allocated to `deployment` now, with their registered model, the highest
-    version first: what a heartbeat is checked against, and usually what it reports."""
-    return list(
-        ModelVersion.objects.select_related("registered_model")
-        .filter(allocations__deployment=deployment, allocations__valid_to__isnull=True)
-        .order_by("-version", "pk")
-        .distinct()
-    )
+    """The versions allocated to `deployment` now, the highest version first, each with its
+    registered model's name (the rest of that model is read if asked for): what a heartbeat
+    is checked against, and usually what it reports."""
+    versions = list(ModelVersion.objects.raw(_ALLOCATED_VERSIONS, [deployment.pk]))
+    for v in versions:
+        v.registered_model = RegisteredModel.from_db(
+            DEFAULT_DB_ALIAS, ["id", "name"], [v.registered_model_id, v.registered_model_name]
+        )
+    return versions
 
 
 def version_by_sha256(*, deployment: Deployment, sha256: str) -> ModelVersion | None:

@@ -6,6 +6,7 @@ import time_machine
 from dashboard.celery import app as celery_app
 from registry.models import ConsistencyCheck
 from registry.replica_selectors import (
+    allocated_versions,
     consistency_check_list,
     deployment_by_ref,
     live_replicas,
@@ -129,6 +130,32 @@ def test_deployment_by_ref_accepts_id_and_slug_path(deployment):
     assert deployment_by_ref("/") is None
     assert deployment_by_ref("\u00b2") is None  # a digit to str.isdigit(), not to int()
     assert deployment_by_ref("9" * 30) is None  # beyond a bigint
+
+
+def test_deployment_by_ref_of_another_application_is_none(deployment, deployment_factory):
+    other = deployment_factory()
+
+    assert deployment_by_ref(f"{other.application.slug}/{deployment.name}") != deployment
+
+
+def test_allocated_versions_are_the_current_ones_highest_first(
+    deployment, model_version_factory, traffic_allocation_factory, django_assert_num_queries
+):
+    old, low, high = (model_version_factory(version=n) for n in (1, 2, 9))
+    now = datetime.now(UTC)
+    traffic_allocation_factory(deployment=deployment, model_version=old, valid_to=now)
+    traffic_allocation_factory(deployment=deployment, model_version=low, role="shadow")
+    traffic_allocation_factory(deployment=deployment, model_version=high, role="canary")
+    traffic_allocation_factory(model_version=old)  # another deployment's
+
+    with django_assert_num_queries(1):
+        versions = allocated_versions(deployment)
+        names = [(v.registered_model.name, v.version, v.sha256) for v in versions]
+
+    assert names == [
+        (high.registered_model.name, 9, high.sha256),
+        (low.registered_model.name, 2, low.sha256),
+    ]
 
 
 # --- query budgets ---
