@@ -8,6 +8,7 @@ app_name = "feedback"
 
 urlpatterns = [
     path("upload/", views.upload, name="upload"),
+    path("batches/", views.batches, name="batches"),
     path("batches/<int:pk>/", views.batch_detail, name="batch-detail"),
     path("template.csv", views.csv_template, name="csv-template"),
     path("reports/", views.reports, name="reports"),

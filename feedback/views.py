@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -20,6 +21,7 @@ from .forms import ReportForm, TriageForm, UploadForm
 from .models import FeedbackReport, IngestBatch
 
 BATCH_REFRESH_SECONDS = 1
+BATCH_PAGE_SIZE = 50
 
 
 @login_required
@@ -43,6 +45,27 @@ def upload(request: HttpRequest) -> HttpResponse:
         form = UploadForm()
     batches = selectors.ingest_batch_list(user=request.user)[:10]
     return render(request, "feedback/upload.html", {"form": form, "batches": batches})
+
+
+@login_required
+@require_GET
+def batches(request: HttpRequest) -> HttpResponse:
+    """Every batch the user may see (devops: all; others: their own), newest first, by state
+    and source, BATCH_PAGE_SIZE a page."""
+    rows = selectors.ingest_batch_list(user=request.user).order_by("-pk")
+    state, source = request.GET.get("state", ""), request.GET.get("source", "")
+    if state in IngestBatch.State.values:
+        rows = rows.filter(state=state)
+    if source in IngestBatch.Source.values:
+        rows = rows.filter(source=source)
+    context = {
+        "page": Paginator(rows, BATCH_PAGE_SIZE).get_page(request.GET.get("page")),
+        "state": state,
+        "source": source,
+        "states": IngestBatch.State.choices,
+        "sources": IngestBatch.Source.choices,
+    }
+    return render(request, "feedback/batches.html", context)
 
 
 @login_required

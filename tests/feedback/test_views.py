@@ -158,3 +158,73 @@ def test_application_sources_fragment_shows_last_error(product_client, feedback_
     )
 
     assert "HTTP 503 from upstream" in response.content.decode()
+
+
+# --- The list of batches ---
+
+
+def _batch_ids(response):
+    return [b.pk for b in response.context["page"].object_list]
+
+
+def test_batch_list_shows_a_users_own_batches_newest_first(
+    product_client, ingest_batch_factory, product_user, devops_user
+):
+    older, newer = ingest_batch_factory.create_batch(2, created_by=product_user)
+    ingest_batch_factory(created_by=devops_user)  # someone else's
+
+    response = product_client.get(reverse("feedback:batches"))
+
+    assert _batch_ids(response) == [newer.pk, older.pk]
+
+
+def test_devops_see_every_batch(devops_client, ingest_batch_factory, product_user, devops_user):
+    mine, theirs = (
+        ingest_batch_factory(created_by=devops_user),
+        ingest_batch_factory(created_by=product_user),
+    )
+
+    response = devops_client.get(reverse("feedback:batches"))
+
+    assert set(_batch_ids(response)) == {mine.pk, theirs.pk}
+
+
+def test_batch_list_filters_by_state_and_source(devops_client, ingest_batch_factory):
+    failed_upload = ingest_batch_factory(state="failed", source="upload")
+    ingest_batch_factory(state="failed", source="api")
+    ingest_batch_factory(state="done", source="upload")
+
+    response = devops_client.get(
+        reverse("feedback:batches"), {"state": "failed", "source": "upload"}
+    )
+
+    assert _batch_ids(response) == [failed_upload.pk]
+
+
+def test_batch_list_shows_counts_and_links_to_each_batch(devops_client, ingest_batch_factory):
+    batch = ingest_batch_factory(state="done", total=10, accepted=7, duplicate=1, rejected=2)
+
+    page = devops_client.get(reverse("feedback:batches")).content.decode()
+
+    assert reverse("feedback:batch-detail", args=[batch.pk]) in page
+    assert '<span class="text-bad">2</span>' in page
+
+
+@pytest.mark.parametrize("number", ["\u00b2", "9" * 5000, "-1", "x", "99"])
+def test_batch_list_page_number_out_of_range_or_not_a_number_still_answers(
+    devops_client, ingest_batch_factory, number
+):
+    ingest_batch_factory()
+
+    assert devops_client.get(reverse("feedback:batches"), {"page": number}).status_code == 200
+
+
+@pytest.mark.parametrize("batches", [1, 60])
+def test_batch_list_query_count_is_flat(
+    devops_client, ingest_batch_factory, django_assert_max_num_queries, batches
+):
+    ingest_batch_factory.create_batch(batches, state="done")
+
+    # session, user, the user's roles twice (menu; which batches), the count, the page
+    with django_assert_max_num_queries(6):
+        assert devops_client.get(reverse("feedback:batches")).status_code == 200
