@@ -76,6 +76,11 @@ class Entry:
     parts: tuple[bytes, ...]  # the JSON body cut at each age_seconds slot
     trained_at: tuple[float, ...]  # epoch seconds, one per slot, in body order
 
+    def serves(self, generation: str | None, now: float) -> bool:
+        """Whether this entry is still right: built under `generation`, the one its
+        application has now (None: unknown), and not past its expiry."""
+        return generation is not None and self.generation == generation and now < self.expires_at
+
     def body(self, now: float | None = None) -> bytes:
         """The JSON body with ages as of `now`, as the selector computes them."""
         now = time.time() if now is None else now
@@ -127,9 +132,8 @@ def application_entry(
     key = _body_key(slug)
     try:
         cached, generation = _read(key, slug)
-        if cached is not None and cached.generation == generation:
-            if time.time() < cached.expires_at:
-                return cached
+        if cached is not None and cached.serves(generation, time.time()):
+            return cached
     except Exception:  # the store is down: answer from the database, cache nothing
         log.exception("status cache unavailable; answering uncached")
         return _build(slug, render, generation=None)
@@ -169,10 +173,8 @@ def fleet_entries(
             cached, generation = found.get(body_keys[pk]), found.get(generation_keys[pk])
             if (
                 cached is not None
-                and generation is not None
                 and cached.application_id == pk
-                and cached.generation == generation
-                and now < cached.expires_at
+                and cached.serves(generation, now)
             ):
                 ready[pk] = cached
             else:
